@@ -1,0 +1,192 @@
+"""The `ragtune` command line: thin argument parsing over the flows (heavy imports stay lazy)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+EPILOG = "RAGTUNE_HOME selects the workspace (default ./.ragtune). With --json, one JSON object goes to stdout."
+
+
+class CliError(Exception):
+    """An error whose message is already the one line the user should read."""
+
+
+def _prepare_env(verbose: bool) -> None:
+    """Logging through Prefect: runs log to the API at INFO; the console shows them only with -v."""
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ragtune")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from the server
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "ERROR")
+
+
+def _ingest_config(args: argparse.Namespace):
+    from tasks.config import IngestConfig, load_yaml_config
+
+    data = load_yaml_config(args.config)
+    data = data.get("ingest", data) if isinstance(data.get("ingest"), dict) else data
+    cfg = IngestConfig.model_validate(data)
+    if args.source:
+        cfg.collect.sources = args.source
+    if args.max_quarantine_fraction is not None:
+        cfg.validation.max_quarantine_fraction = args.max_quarantine_fraction
+    if args.near_dedup_threshold is not None:
+        cfg.clean.near_dedup_threshold = args.near_dedup_threshold
+    if args.no_redact_pii:
+        cfg.clean.redact_pii = False
+    if args.dataset:
+        cfg.dataset = args.dataset
+    return cfg
+
+
+def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = _ingest_config(args)
+    from flows.ingest import ingest_flow
+
+    out = _ingest_output(ingest_flow(cfg))
+    if not args.json:
+        print_ingest(out)
+    return out
+
+
+def _ingest_output(summary: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "dataset_version": summary["dataset_version"], "counts": summary["counts"],
+        "manifest": summary.get("manifest"), "quarantine_dir": summary.get("quarantine_dir"),
+        "data_docs": summary.get("data_docs"), "changes": summary.get("changes", {}).get("counts", {}),
+        "reused": summary.get("reused", False), "run_id": summary.get("run_id"),
+        "dataset_dir": summary.get("dataset_dir"), "top_reasons": summary.get("top_reasons", []),
+        "pii_redactions": summary.get("pii_redactions", {}),
+    }
+
+
+def print_ingest(out: dict[str, Any]) -> None:
+    c = out["counts"]
+    print(f"dataset version {out['dataset_version']}{' (unchanged, reused)' if out['reused'] else ''}")
+    print(f"  units seen {c['seen']}: accepted {c['accepted']}, duplicate {c['duplicate']}, "
+          f"filtered {c['filtered']}, quarantined {c['quarantined']}")
+    if out.get("changes"):
+        print("  changes: " + ", ".join(f"{k} {v}" for k, v in out["changes"].items()))
+    for r in out.get("top_reasons", [])[:5]:
+        print(f"  {r['fate']:<11} {r['count']:>4}  {r.get('example') or r['reason']}")
+    if out.get("pii_redactions"):
+        print("  PII redacted: " + ", ".join(f"{k} {v}" for k, v in out["pii_redactions"].items()))
+    print(f"  records:    {out['dataset_dir']}/records.parquet")
+    print(f"  manifest:   {out['manifest']}")
+    if out.get("data_docs"):
+        print(f"  data docs:  {out['data_docs']}")
+    if out.get("quarantine_dir"):
+        print(f"  quarantine: {out['quarantine_dir']}")
+
+
+def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.pipeline import PipelineConfig, pipeline_flow
+    from tasks.workspace import Workspace
+
+    result = pipeline_flow(PipelineConfig())
+    out = {"workspace": str(Workspace.from_env().root), "ingest": _ingest_output(result["ingest"])}
+    if not args.json:
+        print(f"ragtune demo — workspace {out['workspace']}\n")
+        print("ingest (bundled sample corpus):")
+        print_ingest(out["ingest"])
+        _print_sample_titles(out["ingest"]["dataset_dir"])
+    return out
+
+
+def _print_sample_titles(dataset_dir: str, n: int = 5) -> None:
+    from pathlib import Path
+
+    from tasks.records import read_records
+
+    records = read_records(Path(dataset_dir) / "records.parquet")
+    print(f"\n  {len(records)} documents, for example:")
+    for r in records[:: max(1, len(records) // n)][:n]:
+        print(f"    {r['doc_id']:<45} {r['title'][:60]}")
+
+
+def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.publish import latest_version
+    from tasks.workspace import Workspace, read_json
+
+    ws = Workspace.from_env()
+    version = latest_version(ws)
+    stats = read_json(ws.dataset_dir() / version / "stats.json", default={}) if version else {}
+    out = {"workspace": str(ws.root), "dataset_version": version, "counts": (stats or {}).get("counts")}
+    if not args.json:
+        print(f"workspace {out['workspace']}")
+        print(f"  documents dataset: {version or 'none yet (run `ragtune ingest`)'}")
+        if out["counts"]:
+            print("  " + ", ".join(f"{k} {v}" for k, v in out["counts"].items()))
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ragtune", description="Keep a RAG index and a QLoRA-tuned LLM fresh.",
+                                epilog=EPILOG)
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], dict[str, Any]], help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG)
+        sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        sp.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+        sp.set_defaults(func=fn)
+        return sp
+
+    add("demo", cmd_demo, "run the main job on the bundled sample data")
+    ing = add("ingest", cmd_ingest, "collect, clean, validate and publish a document dataset version")
+    ing.add_argument("--source", action="append", metavar="PATH_OR_URL_OR_hf:NAME",
+                     help="a folder or file, an http(s) URL, or hf:NAME (repeatable; default: the bundled sample)")
+    ing.add_argument("--config", metavar="FILE", help="YAML file with IngestConfig fields (or an `ingest:` section)")
+    ing.add_argument("--max-quarantine-fraction", type=float, metavar="F",
+                     help="fail and publish nothing above this quarantined fraction (default 0.2)")
+    ing.add_argument("--near-dedup-threshold", type=float, metavar="J", help="MinHash Jaccard threshold (default 0.8)")
+    ing.add_argument("--no-redact-pii", action="store_true", help="keep emails, phone numbers and keys as they are")
+    ing.add_argument("--dataset", metavar="NAME", help="dataset name under datasets/ (default docs)")
+    add("status", cmd_status, "show the workspace's current dataset version")
+    return p
+
+
+def _one_line(exc: BaseException) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        return f"invalid configuration: {loc}: {err.get('msg')}" if loc else f"invalid configuration: {err.get('msg')}"
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return msg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _prepare_env(args.verbose)
+    real_stdout = sys.stdout
+    try:
+        # in JSON mode anything a library prints goes to stderr, so stdout holds exactly one object
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            out = args.func(args)
+    except KeyboardInterrupt:
+        print("ragtune: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the contract: one line, non-zero exit
+        msg = _one_line(exc)
+        print(f"ragtune {args.command}: error: {msg}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"ok": False, "error": msg}), file=real_stdout)
+        return 1
+    if args.json:
+        print(json.dumps({"ok": True, **out}, ensure_ascii=False, default=str), file=real_stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Plain functions that do ragtune's work, and the Prefect tasks that wrap them."""

@@ -1,0 +1,204 @@
+"""Typed configuration, one pydantic model per stage; each is a flow parameter and a UI form."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tasks.workspace import PROJECT_ROOT
+
+SAMPLE_DIR = PROJECT_ROOT / "data" / "sample"
+SAMPLE_CORPUS = "data/sample/corpus"
+SAMPLE_MESSY = "data/sample/messy"
+
+# Boilerplate lines common on exported web pages and documents (matched case-insensitively against a
+# whole line). Short on purpose: trafilatura removes page chrome from HTML; this catches what survives
+# in plain text and markdown exports.
+DEFAULT_BOILERPLATE = [
+    r"(©|\(c\)|copyright)\s.*all rights reserved\.?",
+    r"all rights reserved\.?",
+    r"(this|our) (web)?site uses cookies.*",
+    r"we use cookies.*",
+    r"accept (all )?cookies",
+    r"skip to (main )?content",
+    r"(share|follow us) on (twitter|x|facebook|linkedin).*",
+    r"subscribe to our newsletter.*",
+    r"back to top",
+]
+
+
+class StageConfig(BaseModel):
+    """Base for stage configs: unknown keys are an error, so a typo in YAML does not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def fingerprint(self) -> str:
+        """A short hash of the config, used in content addresses and cache keys."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class CollectConfig(StageConfig):
+    """Where documents come from and the limits that protect a run from hostile inputs."""
+
+    sources: list[str] = Field(
+        default_factory=lambda: [SAMPLE_CORPUS, SAMPLE_MESSY],
+        description="Folders or files (relative to the working directory or the project), http(s) URLs, "
+        "or Hugging Face datasets as `hf:NAME` / `hf:PATH` (a save_to_disk folder).",
+    )
+    text_fields: list[str] = Field(
+        default=["text", "content", "body"],
+        description="Record fields tried in order for the document text (JSONL, JSON, parquet, HF).",
+    )
+    id_fields: list[str] = Field(
+        default=["id", "_id", "doc_id"],
+        description="Record fields tried in order for a stable record id; without one the unit is "
+        "`path#line-N` (JSONL) or `path#row-N`.",
+    )
+    title_fields: list[str] = Field(default=["title", "name"], description="Record fields for the title.")
+    max_file_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="Files larger than this are filtered unread."
+    )
+    url_timeout_s: float = Field(default=20.0, gt=0, description="Total time limit for one URL fetch.")
+    url_max_bytes: int = Field(
+        default=20 * 1024 * 1024, gt=0, description="A URL whose body exceeds this is quarantined."
+    )
+    url_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries of a URL fetch on connection errors (idempotent GET)."
+    )
+    hf_split: str | None = Field(
+        default=None, description="Split to read from a Hugging Face dataset; all splits when empty."
+    )
+    include_hidden: bool = Field(
+        default=False, description="Read dotfiles and dot-folders (such as .git) in folder sources."
+    )
+
+    @field_validator("sources")
+    @classmethod
+    def _sources_not_empty(cls, v: list[str]) -> list[str]:
+        v = [s.strip() for s in v if s and s.strip()]
+        if not v:
+            raise ValueError("at least one source is required")
+        for s in v:
+            scheme = s.split("://", 1)[0].lower() if "://" in s else ""
+            if scheme and scheme not in ("http", "https"):
+                raise ValueError(f"unsupported URL scheme {scheme!r} in {s!r}: only http and https")
+        return v
+
+
+class CleanConfig(StageConfig):
+    """Normalisation, redaction, quality filters and deduplication; each filter names its drop reason."""
+
+    fix_unicode: bool = Field(default=True, description="Repair mojibake and odd characters with ftfy.")
+    unicode_form: Literal["NFC", "NFKC"] = Field(
+        default="NFC", description="Unicode normal form (NFC keeps Hangul compatibility jamo intact)."
+    )
+    html_to_text: bool = Field(default=True, description="Extract the main text of HTML with trafilatura.")
+    strip_boilerplate: bool = Field(default=True, description="Drop lines matching boilerplate_patterns.")
+    boilerplate_patterns: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_BOILERPLATE),
+        description="Regular expressions for whole lines of boilerplate (case-insensitive).",
+    )
+    redact_pii: bool = Field(
+        default=True,
+        description="Replace emails, phone numbers, card numbers and API-key-like strings with [EMAIL], "
+        "[PHONE], [CARD], [SECRET].",
+    )
+    min_chars: int = Field(
+        default=50, ge=1,
+        description="Drop documents with fewer non-space characters (counted in characters, not words, so "
+        "that Korean and Chinese text is judged fairly).",
+    )
+    min_alnum_ratio: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Drop documents where letters and digits (any script) are less than this fraction of "
+        "the non-space characters.",
+    )
+    max_dup_line_fraction: float = Field(
+        default=0.30, ge=0, le=1,
+        description="Drop documents whose repeated lines exceed this fraction of lines (Gopher rules, "
+        "Rae et al. 2021: 0.30).",
+    )
+    max_dup_line_char_fraction: float = Field(
+        default=0.20, ge=0, le=1,
+        description="Drop documents whose repeated lines hold more than this fraction of characters "
+        "(Gopher rules: 0.20).",
+    )
+    exact_dedup: bool = Field(default=True, description="Drop documents whose cleaned text is identical.")
+    near_dedup: bool = Field(default=True, description="Drop near duplicates found with MinHash LSH.")
+    near_dedup_threshold: float = Field(
+        default=0.8, gt=0, lt=1,
+        description="Estimated Jaccard similarity above which two documents are near duplicates "
+        "(Lee et al. 2022, 'Deduplicating Training Data Makes Language Models Better': 0.8).",
+    )
+    minhash_num_perm: int = Field(default=128, ge=16, le=1024, description="MinHash permutations.")
+    shingle_size: int = Field(default=5, ge=1, le=16, description="Tokens per shingle (Lee et al.: 5).")
+    workers: int = Field(
+        default=0, ge=0, le=64,
+        description="Processes for per-document cleaning; 0 picks one per CPU for large inputs.",
+    )
+
+
+class ValidateConfig(StageConfig):
+    """The Great Expectations documents suite and the quarantine policy."""
+
+    max_quarantine_fraction: float = Field(
+        default=0.2, ge=0, le=1,
+        description="Fail the run and publish nothing when more than this fraction of the input units is "
+        "quarantined.",
+    )
+    min_rows: int = Field(default=1, ge=0, description="Minimum number of documents in a dataset version.")
+    min_text_chars: int = Field(default=1, ge=0, description="Lower bound of a document's text length.")
+    max_text_chars: int = Field(
+        default=1_000_000, gt=0, description="Upper bound of a document's text length (characters)."
+    )
+    forbid_html: bool = Field(default=True, description="Fail documents that still contain HTML tags.")
+    data_docs: bool = Field(default=True, description="Write Great Expectations Data Docs to reports/.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ValidateConfig:
+        if self.min_text_chars > self.max_text_chars:
+            raise ValueError("min_text_chars must not exceed max_text_chars")
+        return self
+
+
+class IngestConfig(StageConfig):
+    """collect → clean → validate → publish, as one flow parameter."""
+
+    dataset: str = Field(default="docs", pattern=r"^[a-z][a-z0-9_-]{0,40}$", description="Dataset name.")
+    collect: CollectConfig = Field(default_factory=CollectConfig, description="Sources and limits.")
+    clean: CleanConfig = Field(default_factory=CleanConfig, description="Cleaning and deduplication.")
+    validation: ValidateConfig = Field(
+        default_factory=ValidateConfig, description="Great Expectations suite and quarantine policy."
+    )
+
+
+def load_yaml_config(path: str | Path | None, section: str | None = None) -> dict[str, Any]:
+    """Read a YAML config file (optionally one top-level section of it); {} when no path is given."""
+    if not path:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file not found: {p}")
+    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {p} must hold a mapping, not {type(data).__name__}")
+    if section is not None:
+        data = data.get(section, {}) or {}
+    return data
+
+
+def resolve_local_source(source: str) -> Path | None:
+    """A local source path, tried relative to the working directory and then to the project root."""
+    p = Path(source).expanduser()
+    if p.is_absolute():
+        return p
+    if p.exists() or p.is_symlink():
+        return p.resolve()
+    alt = PROJECT_ROOT / p
+    return alt if alt.exists() else p.resolve()

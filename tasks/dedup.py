@@ -1,0 +1,93 @@
+"""Exact and near-duplicate detection: content hashes, and MinHash LSH over token shingles."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import numpy as np
+
+# Words in scripts that separate them with spaces; one token per character for scripts that do not
+# (CJK ideographs, kana), so that shingles mean the same thing in every language.
+_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+")
+_U32 = np.uint32
+_EMPTY = np.uint32(0xFFFFFFFF)
+_MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5,
+                 0x94D049BB133111EB, 0xBF58476D1CE4E5B9, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53],
+                dtype=np.uint64)
+SCHEME = "affine32"  # datasketch >= 2.0: a*h+b mod 2^32 after a MurmurHash3 finaliser, no modulo by a prime
+
+
+@lru_cache(maxsize=8)
+def permutations(num_perm: int, seed: int = 1) -> np.ndarray:
+    """The (a, b) coefficients datasketch uses for this scheme and seed, so signatures interoperate."""
+    from datasketch import MinHash
+
+    return MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finaliser (datasketch applies it before the affine permutations)."""
+    h = h ^ (h >> _U32(16))
+    h = h * _U32(0x85EBCA6B)
+    h = h ^ (h >> _U32(13))
+    h = h * _U32(0xC2B2AE35)
+    return h ^ (h >> _U32(16))
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+def signature(text: str, num_perm: int = 128, shingle_size: int = 5, seed: int = 1) -> np.ndarray:
+    """MinHash signature (uint32[num_perm]) of the text's token shingles, computed with numpy."""
+    import xxhash
+
+    toks = tokens(text)
+    if not toks:
+        return np.full(num_perm, _EMPTY, dtype=np.uint32)
+    h = np.fromiter((xxhash.xxh64_intdigest(t.encode("utf-8", "surrogatepass")) for t in toks),
+                    dtype=np.uint64, count=len(toks))
+    k = min(shingle_size, len(h))
+    n = len(h) - k + 1
+    sh = np.zeros(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(k):  # an order-sensitive mix of the k token hashes of each shingle
+            sh = (sh << np.uint64(7)) | (sh >> np.uint64(57))
+            sh ^= h[j:j + n] * _MIX[j % len(_MIX)]
+        x = _fmix32((sh >> np.uint64(32)).astype(np.uint32))
+        a, b = permutations(num_perm, seed)
+        phv = x[:, None] * a[None, :] + b[None, :]
+    return phv.min(axis=0)
+
+
+class NearDuplicateIndex:
+    """Finds, for each new signature, a kept document it nearly duplicates (LSH, then a check)."""
+
+    def __init__(self, threshold: float = 0.8, num_perm: int = 128, seed: int = 1):
+        from datasketch import MinHashLSH
+
+        self.threshold = threshold
+        self.num_perm = num_perm
+        self.seed = seed
+        self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self._sigs: dict[str, np.ndarray] = {}
+
+    def _minhash(self, sig: np.ndarray):
+        from datasketch import MinHash
+
+        return MinHash(num_perm=self.num_perm, seed=self.seed, hashvalues=sig, scheme=SCHEME,
+                       permutations=permutations(self.num_perm, self.seed))
+
+    def check_and_add(self, key: str, sig: np.ndarray) -> tuple[str, float] | None:
+        """The best kept match above the threshold as (key, similarity); else keep `key` and return None."""
+        mh = self._minhash(sig)
+        best: tuple[str, float] | None = None
+        for cand in self._lsh.query(mh):
+            sim = float(np.mean(self._sigs[cand] == sig))
+            if sim >= self.threshold and (best is None or sim > best[1] or (sim == best[1] and cand < best[0])):
+                best = (cand, sim)
+        if best is None:
+            self._lsh.insert(key, mh, check_duplication=False)
+            self._sigs[key] = sig
+        return best

@@ -1,0 +1,86 @@
+"""Prefect artifacts for runs: progress bars, markdown summaries and tables (no document text)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("ragtune.report")
+
+
+def in_prefect_run() -> bool:
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+def progress_reporter(description: str, min_interval_s: float = 1.0) -> Callable[[int, int], None]:
+    """A `(done, total)` callback that keeps a Prefect progress artifact current (at most once a second)."""
+    state: dict[str, Any] = {"id": None, "last": 0.0}
+
+    def report(done: int, total: int) -> None:
+        pct = 100.0 * done / total if total else 100.0
+        now = time.monotonic()
+        if state["id"] is not None and done < total and now - state["last"] < min_interval_s:
+            return
+        state["last"] = now
+        if not in_prefect_run():
+            log.debug("%s: %d/%d", description, done, total)
+            return
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        try:
+            if state["id"] is None:
+                state["id"] = create_progress_artifact(progress=pct, description=description)
+            else:
+                update_progress_artifact(artifact_id=state["id"], progress=pct)
+        except Exception as exc:  # progress is a courtesy: never fail a stage because the API hiccuped
+            log.debug("progress artifact update failed: %s", exc)
+
+    return report
+
+
+def ingest_markdown(summary: dict[str, Any]) -> str:
+    counts = summary.get("counts", {})
+    changes = summary.get("changes", {}).get("counts", {})
+    lines = [
+        f"# Ingest {'(unchanged: reused)' if summary.get('reused') else ''}".rstrip(),
+        "",
+        f"**Dataset version:** `{summary.get('dataset_version')}`  ",
+        f"**Run:** `{summary.get('run_id')}`",
+        "",
+        "| seen | accepted | duplicate | filtered | quarantined |",
+        "|---:|---:|---:|---:|---:|",
+        "| " + " | ".join(str(counts.get(k, 0)) for k in ("seen", "accepted", "duplicate", "filtered", "quarantined")) + " |",
+        "",
+    ]
+    if changes:
+        lines += ["**Changes since the last run:** " + ", ".join(f"{k} {v}" for k, v in changes.items()), ""]
+    reasons = summary.get("top_reasons") or []
+    if reasons:
+        lines += ["## Top drop reasons", "", "| fate | reason | count |", "|---|---|---:|"]
+        lines += [f"| {r['fate']} | {r['reason']} | {r['count']} |" for r in reasons[:10]]
+        lines.append("")
+    if summary.get("pii_redactions"):
+        lines += ["**PII redacted:** " + ", ".join(f"{k} {v}" for k, v in summary["pii_redactions"].items()), ""]
+    if summary.get("data_docs"):
+        lines += [f"**Data Docs:** `{summary['data_docs']}`  "]
+    if summary.get("quarantine_dir"):
+        lines += [f"**Quarantine:** `{summary['quarantine_dir']}`  "]
+    lines += [f"**Manifest:** `{summary.get('manifest')}`"]
+    return "\n".join(lines)
+
+
+def publish_ingest_artifacts(summary: dict[str, Any]) -> None:
+    """A markdown summary and a table of fates and reasons, attached to the current flow run."""
+    if not in_prefect_run():
+        return
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    create_markdown_artifact(markdown=ingest_markdown(summary), key="ingest-summary",
+                             description="Counts, changes and top drop reasons of the ingest run")
+    rows = [{"fate": k, "count": v} for k, v in summary.get("counts", {}).items()]
+    rows += [{"fate": f"{r['fate']}: {r['reason']}", "count": r["count"]} for r in summary.get("top_reasons") or []]
+    create_table_artifact(table=rows, key="ingest-fates", description="Fates of the input units")

@@ -115,6 +115,41 @@ def mostly_symbols(text: str, *, min_alnum_ratio: float = 0.5) -> str | None:
     return f"mostly_symbols: {ratio:.2f} letters and digits < {min_alnum_ratio}" if ratio < min_alnum_ratio else None
 
 
+def long_words(text: str, *, max_mean_chars: float = 20.0) -> str | None:
+    """Mean token length above `max_mean_chars`: encoded blobs and mis-decoded bytes, not prose.
+
+    Gopher (Rae et al. 2021) keeps English documents with a mean word length of 3 to 10; only the upper
+    bound is kept, and raised, because tokens are counted per character in scripts without spaces."""
+    from tasks.dedup import tokens
+
+    toks = tokens(text[:200_000])
+    if not toks:
+        return None
+    mean = sum(len(t) for t in toks) / len(toks)
+    return f"long_words: mean token length {mean:.0f} > {max_mean_chars:g}" if mean > max_mean_chars else None
+
+
+# Gopher's thresholds for the share of characters inside the most frequent word n-gram (n = 2, 3, 4)
+GOPHER_TOP_NGRAM = {2: 0.20, 3: 0.18, 4: 0.16}
+
+
+def repeated_ngrams(text: str, *, thresholds: dict[int, float] | None = None) -> str | None:
+    """Gopher's top n-gram rule: one n-gram covering too much of the text marks boilerplate or junk."""
+    from tasks.dedup import tokens
+
+    toks = tokens(text[:500_000])  # a prefix is enough to judge, and keeps a 10 MB line cheap
+    total = sum(len(t) for t in toks)
+    if len(toks) < 50 or total == 0:  # Gopher judges documents of 50 words or more
+        return None
+    for n, limit in (thresholds or GOPHER_TOP_NGRAM).items():
+        grams = Counter(zip(*(toks[i:] for i in range(n)), strict=False))
+        gram, count = grams.most_common(1)[0]
+        share = count * sum(len(t) for t in gram) / total
+        if count > 1 and share > limit:
+            return f"repeated_ngrams: most common {n}-gram covers {share:.0%} of characters (> {limit:.0%})"
+    return None
+
+
 def repeated_lines(text: str, *, max_line_fraction: float = 0.30, max_char_fraction: float = 0.20) -> str | None:
     """Gopher's repetition rules: the share of lines, and of characters, in lines seen before."""
     lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
@@ -173,6 +208,8 @@ def clean_document(rec: dict[str, Any], cfg: CleanConfig, boilerplate: re.Patter
     for reason in (
         too_short(text, min_chars=cfg.min_chars),
         mostly_symbols(text, min_alnum_ratio=cfg.min_alnum_ratio),
+        long_words(text, max_mean_chars=cfg.max_mean_token_chars),
+        repeated_ngrams(text) if cfg.gopher_repetition else None,
         repeated_lines(text, max_line_fraction=cfg.max_dup_line_fraction,
                        max_char_fraction=cfg.max_dup_line_char_fraction),
     ):

@@ -119,6 +119,11 @@ class CleanConfig(StageConfig):
         description="Drop documents where letters and digits (any script) are less than this fraction of "
         "the non-space characters.",
     )
+    max_mean_token_chars: float = Field(
+        default=20.0, gt=0,
+        description="Drop documents whose mean token length exceeds this (encoded blobs, mis-decoded bytes); "
+        "Gopher's upper bound of 10 for English, raised to suit every script.",
+    )
     max_dup_line_fraction: float = Field(
         default=0.30, ge=0, le=1,
         description="Drop documents whose repeated lines exceed this fraction of lines (Gopher rules, "
@@ -128,6 +133,10 @@ class CleanConfig(StageConfig):
         default=0.20, ge=0, le=1,
         description="Drop documents whose repeated lines hold more than this fraction of characters "
         "(Gopher rules: 0.20).",
+    )
+    gopher_repetition: bool = Field(
+        default=True, description="Drop documents whose most common word 2/3/4-gram covers more than "
+        "20/18/16% of the characters (Gopher rules, Rae et al. 2021).",
     )
     exact_dedup: bool = Field(default=True, description="Drop documents whose cleaned text is identical.")
     near_dedup: bool = Field(default=True, description="Drop near duplicates found with MinHash LSH.")

@@ -8,8 +8,10 @@ from functools import lru_cache
 import numpy as np
 
 # Words in scripts that separate them with spaces; one token per character for scripts that do not
-# (CJK ideographs, kana), so that shingles mean the same thing in every language.
-_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+")
+# (CJK ideographs, kana, Thai, Lao, Myanmar, Khmer), so that shingles mean the same in every language.
+_TOKEN = re.compile(
+    r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+"
+)
 _U32 = np.uint32
 _EMPTY = np.uint32(0xFFFFFFFF)
 _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5,

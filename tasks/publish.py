@@ -115,7 +115,7 @@ def publish_dataset(
         created = publish_dir(staging, final)  # the manifest is in place once the folder is
     if read_pointer(base / "latest") != version:
         write_pointer(base / "latest", version)
-    if fingerprint:
+    if fingerprint and read_pointer(base / "fingerprints" / fingerprint) != version:
         write_pointer(base / "fingerprints" / fingerprint, version)
     log.info("dataset %s version %s %s (%d records)", dataset, version, "published" if created else "unchanged",
              len(records))

@@ -92,23 +92,27 @@ def _context(ws: Workspace):
     return ctx
 
 
-def _scrub(value: Any) -> Any:
-    """Long strings (document texts) become a length and hash: reports never carry document bodies."""
-    if isinstance(value, str) and len(value) > 120:
-        return f"<{len(value)} characters, sha256 {hashlib.sha256(value.encode('utf-8', 'replace')).hexdigest()[:12]}>"
+SENSITIVE_COLUMNS = ("text",)
+_VALUE_KEYS = ("unexpected_list", "partial_unexpected_list", "partial_unexpected_counts", "unexpected_index_list",
+               "partial_unexpected_index_list", "unexpected_rows")
+
+
+def _scrub(value: Any, sensitive: bool = False) -> Any:
+    """Document text becomes its length and a hash: reports never carry bodies or the PII that failed."""
+    if isinstance(value, dict):
+        return {k: _scrub(v, sensitive or k in SENSITIVE_COLUMNS) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, sensitive) for v in value]
+    if isinstance(value, str) and (sensitive or len(value) > 120):
+        digest = hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:12]
+        return f"<{len(value)} characters, sha256 {digest}>"
     return value
 
 
-def _scrub_result(res: dict[str, Any]) -> None:
-    for key in ("unexpected_list", "partial_unexpected_list"):
-        if key in res and res[key] is not None:
-            res[key] = [_scrub(v) for v in res[key]]
-    if res.get("partial_unexpected_counts"):
-        res["partial_unexpected_counts"] = [{**c, "value": _scrub(c.get("value"))} for c in res["partial_unexpected_counts"]]
-    if res.get("unexpected_index_list"):
-        res["unexpected_index_list"] = [
-            {k: _scrub(v) for k, v in d.items()} if isinstance(d, dict) else d for d in res["unexpected_index_list"]
-        ]
+def _scrub_result(res: dict[str, Any], column: str | None) -> None:
+    for key in _VALUE_KEYS:
+        if res.get(key) is not None:
+            res[key] = _scrub(res[key], sensitive=column in SENSITIVE_COLUMNS)
 
 
 def run_suite(
@@ -137,7 +141,7 @@ def run_suite(
     for key, vr in result.run_results.items():
         for r in vr.results:
             outcomes.append((r, list(r.result.get("unexpected_index_list") or [])))
-            _scrub_result(r.result)
+            _scrub_result(r.result, getattr(r.expectation_config, "kwargs", {}).get("column"))
         ctx.validation_results_store.set(key, vr)  # replaces the stored copy with the scrubbed one
     docs = None
     if data_docs:

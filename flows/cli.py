@@ -49,6 +49,9 @@ def _ingest_config(args: argparse.Namespace):
 
 def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
     cfg = _ingest_config(args)
+    from tasks.collect import resolve_sources
+
+    resolve_sources(cfg.collect.sources)  # a typo in a path fails here, before Prefect starts
     from flows.ingest import ingest_flow
 
     out = _ingest_output(ingest_flow(cfg))

@@ -22,10 +22,12 @@ SCHEME = "affine32"  # datasketch >= 2.0: a*h+b mod 2^32 after a MurmurHash3 fin
 
 @lru_cache(maxsize=8)
 def permutations(num_perm: int, seed: int = 1) -> np.ndarray:
-    """The (a, b) coefficients datasketch uses for this scheme and seed, so signatures interoperate."""
-    from datasketch import MinHash
-
-    return MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
+    """The (a, b) coefficients datasketch draws for this scheme and seed (so signatures interoperate),
+    drawn the same way here so that worker processes need not import datasketch."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)  # odd: a bijection
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return np.array([a, b])
 
 
 def _fmix32(h: np.ndarray) -> np.ndarray:
@@ -41,11 +43,12 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-def signature(text: str, num_perm: int = 128, shingle_size: int = 5, seed: int = 1) -> np.ndarray:
+def signature(text: str, num_perm: int = 128, shingle_size: int = 5, seed: int = 1,
+              toks: list[str] | None = None) -> np.ndarray:
     """MinHash signature (uint32[num_perm]) of the text's token shingles, computed with numpy."""
     import xxhash
 
-    toks = tokens(text)
+    toks = tokens(text) if toks is None else toks
     if not toks:
         return np.full(num_perm, _EMPTY, dtype=np.uint32)
     h = np.fromiter((xxhash.xxh64_intdigest(t.encode("utf-8", "surrogatepass")) for t in toks),

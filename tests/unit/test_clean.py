@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from tasks.clean import (  # noqa: I001
+from tasks.config import DEFAULT_BOILERPLATE, CleanConfig
+from tasks.filters import (  # noqa: I001
     clean_document,
     compile_boilerplate,
     html_to_text,
@@ -19,7 +20,6 @@ from tasks.clean import (  # noqa: I001
     strip_boilerplate,
     too_short,
 )
-from tasks.config import DEFAULT_BOILERPLATE, CleanConfig
 from tasks.pii import find_pii, redact_pii
 
 KOREAN = "서울 사무소는 평일 오전 9시부터 오후 6시까지 운영합니다. 회의실은 사내 포털에서 예약할 수 있으며 최대 2시간까지 사용할 수 있습니다."

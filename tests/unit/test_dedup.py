@@ -31,6 +31,14 @@ def test_tokens_split_cjk_per_character_and_keep_korean_words():
     assert tokens("서울 사무소, Seoul!") == ["서울", "사무소", "seoul"]
 
 
+def test_permutations_match_datasketch():
+    from datasketch import MinHash
+
+    from tasks.dedup import SCHEME, permutations
+
+    assert np.array_equal(permutations(128, 1), MinHash(num_perm=128, seed=1, scheme=SCHEME).permutations)
+
+
 def test_signature_is_deterministic_and_estimates_jaccard():
     a = doc()
     assert np.array_equal(signature(a), signature(a))

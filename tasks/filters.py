@@ -1,0 +1,234 @@
+"""Cleaning transforms and quality filters: small named functions, and `clean_document` that runs them.
+
+Imported by worker processes, so it stays light: no Prefect, no datasketch."""
+
+from __future__ import annotations
+
+import heapq
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.config import CleanConfig
+from tasks.pii import redact_pii
+from tasks.readers import humanize_stem
+from tasks.records import sha256_text
+
+# --- transforms: text in, text out -------------------------------------------------------------
+
+_ODD_SPACE = re.compile(r"[\t\v\f\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+_ZERO_WIDTH = re.compile(r"[\u200b\u200c\u200d\u2060\ufeff]")
+_SPACE_RUN = re.compile(r" {2,}")
+_TRAILING = re.compile(r" +\n|\n +(?=\n)")
+_BLANK_RUN = re.compile(r"\n{3,}")
+
+
+def normalize_unicode(text: str, *, fix: bool = True, form: str = "NFC") -> str:
+    """Repair mojibake (ftfy) and normalise to `form`; control characters are left for validation."""
+    if fix:
+        import ftfy
+        from ftfy.badness import is_bad
+
+        # ftfy's full pass costs ~0.3 ms per 2 KB; its own mojibake detector is a single regex, so clean
+        # text (the common case) skips straight to normalisation
+        if "\x1b[" in text or (not text.isascii() and is_bad(text)):
+            text = ftfy.fix_text(text, remove_control_chars=False, normalization=None, unescape_html=False)
+    return unicodedata.normalize(form, text)
+
+
+def normalize_whitespace(text: str) -> str:
+    """Unix newlines, one space between words, no trailing spaces, at most one blank line in a row."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n").replace("\u2029", "\n\n")
+    text = _ZERO_WIDTH.sub("", _ODD_SPACE.sub(" ", text))
+    text = _SPACE_RUN.sub(" ", text)
+    text = _TRAILING.sub("\n", text)
+    return _BLANK_RUN.sub("\n\n", text).strip()
+
+
+def html_to_text(html: str) -> tuple[str, str]:
+    """Main text of an HTML page as markdown (navigation, banners and footers removed), and its title."""
+    import trafilatura
+    from trafilatura.settings import use_config
+
+    cfg = _trafilatura_config(use_config)
+    text = trafilatura.extract(
+        html, output_format="markdown", include_tables=True, include_comments=False, include_links=False,
+        include_images=False, favor_recall=True, deduplicate=False, config=cfg,
+    ) or ""
+    meta = trafilatura.extract_metadata(html)
+    title = (meta.title or "").strip() if meta is not None else ""
+    return text, title
+
+
+_TRAF_CFG = None
+
+
+def _trafilatura_config(use_config):
+    global _TRAF_CFG
+    if _TRAF_CFG is None:
+        _TRAF_CFG = use_config()
+        # short pages are still pages: trafilatura's defaults (250/200 chars) drop them entirely
+        _TRAF_CFG.set("DEFAULT", "MIN_EXTRACTED_SIZE", "1")
+        _TRAF_CFG.set("DEFAULT", "MIN_OUTPUT_SIZE", "1")
+        _TRAF_CFG.set("DEFAULT", "EXTRACTION_TIMEOUT", "0")
+    return _TRAF_CFG
+
+
+def strip_boilerplate(text: str, pattern: re.Pattern[str] | None) -> str:
+    """Drop whole lines that match a boilerplate pattern (cookie banners, copyright footers, ...)."""
+    if pattern is None:
+        return text
+    kept = [line for line in text.split("\n") if not pattern.fullmatch(line.strip().strip("*_#>- "))]
+    return "\n".join(kept).strip()
+
+
+def compile_boilerplate(patterns: list[str]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+
+
+# --- filters: text in, None (keep) or a drop reason out ----------------------------------------
+
+_NOT_WORD_OR_SPACE = re.compile(r"[\w\s]+")
+_SPACE = re.compile(r"\s+")
+
+
+def too_short(text: str, *, min_chars: int = 50) -> str | None:
+    """Fewer than `min_chars` non-space characters (characters, so any script is judged alike)."""
+    n = len(_SPACE.sub("", text))
+    return f"too_short: {n} non-space characters < {min_chars}" if n < min_chars else None
+
+
+def mostly_symbols(text: str, *, min_alnum_ratio: float = 0.5) -> str | None:
+    """Letters, digits and combining marks of any script under `min_alnum_ratio` of non-space chars."""
+    nonspace = len(_SPACE.sub("", text))
+    if nonspace == 0:
+        return "too_short: no visible characters"
+    rest = _NOT_WORD_OR_SPACE.sub("", text) + "_" * text.count("_")
+    symbols = sum(1 for ch in rest if not unicodedata.category(ch).startswith("M"))
+    ratio = 1 - symbols / nonspace
+    return f"mostly_symbols: {ratio:.2f} letters and digits < {min_alnum_ratio}" if ratio < min_alnum_ratio else None
+
+
+def long_words(text: str, *, max_mean_chars: float = 20.0, toks: list[str] | None = None) -> str | None:
+    """Mean token length above `max_mean_chars`: encoded blobs and mis-decoded bytes, not prose.
+
+    Gopher (Rae et al. 2021) keeps English documents with a mean word length of 3 to 10; only the upper
+    bound is kept, and raised, because tokens are counted per character in scripts without spaces."""
+    from tasks.dedup import tokens
+
+    toks = toks[:50_000] if toks is not None else tokens(text[:200_000])
+    if not toks:
+        return None
+    mean = sum(map(len, toks)) / len(toks)
+    return f"long_words: mean token length {mean:.0f} > {max_mean_chars:g}" if mean > max_mean_chars else None
+
+
+# Gopher's thresholds for the share of characters inside the most frequent word n-gram (n = 2, 3, 4)
+GOPHER_TOP_NGRAM = {2: 0.20, 3: 0.18, 4: 0.16}
+
+
+def repeated_ngrams(text: str, *, thresholds: dict[int, float] | None = None,
+                    toks: list[str] | None = None) -> str | None:
+    """Gopher's top n-gram rule: one n-gram covering too much of the text marks boilerplate or junk."""
+    from tasks.dedup import tokens
+
+    # a prefix is enough to judge, and keeps a 10 MB line cheap
+    toks = toks[:100_000] if toks is not None else tokens(text[:500_000])
+    total = sum(map(len, toks))
+    if len(toks) < 50 or total == 0:  # Gopher judges documents of 50 words or more
+        return None
+    limits = thresholds or GOPHER_TOP_NGRAM
+    longest = heapq.nlargest(max(limits), map(len, toks))
+    for n, limit in sorted(limits.items()):
+        grams = Counter(zip(*(toks[i:] for i in range(n)), strict=False))
+        gram, count = grams.most_common(1)[0]
+        share = count * sum(len(t) for t in gram) / total
+        if count > 1 and share > limit:
+            return f"repeated_ngrams: most common {n}-gram covers {share:.0%} of characters (> {limit:.0%})"
+        if n == 2 and count * sum(longest) / total <= min(limits.values()):
+            # a longer n-gram occurs at most as often as the top bigram and is at most this long: done
+            return None
+    return None
+
+
+def repeated_lines(text: str, *, max_line_fraction: float = 0.30, max_char_fraction: float = 0.20) -> str | None:
+    """Gopher's repetition rules: the share of lines, and of characters, in lines seen before."""
+    lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
+    if len(lines) < 3:
+        return None
+    seen: set[str] = set()
+    dup_lines = dup_chars = 0
+    for ln in lines:
+        if ln in seen:
+            dup_lines += 1
+            dup_chars += len(ln)
+        else:
+            seen.add(ln)
+    total_chars = sum(len(ln) for ln in lines)
+    if dup_lines / len(lines) > max_line_fraction:
+        return f"repeated_lines: {dup_lines}/{len(lines)} lines repeat (> {max_line_fraction:.0%})"
+    if dup_chars / total_chars > max_char_fraction:
+        return f"repeated_lines: {dup_chars / total_chars:.0%} of characters in repeated lines (> {max_char_fraction:.0%})"
+    return None
+
+
+# --- one document ------------------------------------------------------------------------------
+
+
+@dataclass
+class Cleaned:
+    record: dict[str, Any]
+    reason: str | None = None
+    pii: dict[str, int] = field(default_factory=dict)
+    signature: Any = None
+
+
+def clean_document(rec: dict[str, Any], cfg: CleanConfig, boilerplate: re.Pattern[str] | None) -> Cleaned:
+    """Run the transforms and filters on one record; the first filter that objects names the reason."""
+    rec = dict(rec)
+    text = rec.get("text") or ""
+    if rec.get("format") == "html" and cfg.html_to_text:
+        text, page_title = html_to_text(text)
+        if not text.strip():
+            return Cleaned(rec, "html_no_text: no main text found in the page")
+        rec["title"] = rec.get("title") or page_title
+    text = normalize_unicode(text, fix=cfg.fix_unicode, form=cfg.unicode_form)
+    text = normalize_whitespace(text)
+    if cfg.strip_boilerplate:
+        text = strip_boilerplate(text, boilerplate)
+    title = normalize_whitespace(normalize_unicode(rec.get("title") or "", fix=cfg.fix_unicode, form=cfg.unicode_form))
+    pii: dict[str, int] = {}
+    if cfg.redact_pii:
+        text, pii = redact_pii(text)
+        title, _ = redact_pii(title)
+    rec["title"] = title.replace("\n", " ") or humanize_stem(rec["doc_id"])
+    rec["text"] = text
+    rec["content_hash"] = sha256_text(text)
+    if not text:
+        return Cleaned(rec, "empty: no text after cleaning", pii)
+    from tasks.dedup import signature, tokens
+
+    toks = tokens(text)  # one tokenisation serves the filters and the MinHash signature
+    for reason in (
+        too_short(text, min_chars=cfg.min_chars),
+        mostly_symbols(text, min_alnum_ratio=cfg.min_alnum_ratio),
+        long_words(text, max_mean_chars=cfg.max_mean_token_chars, toks=toks),
+        repeated_ngrams(text, toks=toks) if cfg.gopher_repetition else None,
+        repeated_lines(text, max_line_fraction=cfg.max_dup_line_fraction,
+                       max_char_fraction=cfg.max_dup_line_char_fraction),
+    ):
+        if reason:
+            return Cleaned(rec, reason, pii)
+    sig = signature(text, cfg.minhash_num_perm, cfg.shingle_size, toks=toks) if cfg.near_dedup else None
+    return Cleaned(rec, None, pii, sig)
+
+
+def clean_batch(batch: list[dict[str, Any]], cfg_json: str) -> list[Cleaned]:
+    """`clean_document` over a batch; the entry point of worker processes (hence a JSON config)."""
+    cfg = CleanConfig.model_validate_json(cfg_json)
+    pattern = compile_boilerplate(cfg.boilerplate_patterns) if cfg.strip_boilerplate else None
+    return [clean_document(r, cfg, pattern) for r in batch]

@@ -1,0 +1,62 @@
+"""A run killed half way, re-run, ends in the same state as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.corpus import generate_corpus
+from tasks.records import read_records
+from tests.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _env(home: Path, prefect_home: Path) -> dict[str, str]:
+    env = {**os.environ, "RAGTUNE_HOME": str(home), "PREFECT_HOME": str(prefect_home)}
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def _ingest(src: Path, home: Path, prefect_home: Path) -> dict:
+    res = subprocess.run([sys.executable, "-m", "flows.cli", "ingest", "--source", str(src), "--json"],
+                         capture_output=True, text=True, env=_env(home, prefect_home), cwd=PROJECT_ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def _content(version_dir: Path) -> tuple[list[dict], str]:
+    records = [{k: v for k, v in r.items() if k != "collected_at"} for r in read_records(version_dir / "records.parquet")]
+    return records, (version_dir / "manifest.jsonl").read_text()
+
+
+def test_killed_ingest_resumes_to_the_uninterrupted_result(tmp_path):
+    src = tmp_path / "src"
+    generate_corpus(src, 3000, seed=3)
+    prefect_home = tmp_path / "prefect"
+    reference = _ingest(src, tmp_path / "ref", prefect_home)
+
+    home = tmp_path / "ws"
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "ingest", "--source", str(src)],
+                            env=_env(home, prefect_home), cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list((home / "runs").glob("ingest-*/clean/records.parquet")):  # killed after clean, before publish
+        assert proc.poll() is None and time.monotonic() < deadline, "ingest ended before it could be killed"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (home / "datasets" / "docs" / "latest").exists()  # nothing half-published
+
+    resumed = _ingest(src, home, prefect_home)
+    assert resumed["dataset_version"] == reference["dataset_version"]
+    assert resumed["counts"] == reference["counts"]
+    assert _content(Path(resumed["dataset_dir"])) == _content(Path(reference["dataset_dir"]))
+    assert not list((home / "runs").glob("ingest-*")) and not list((home / "datasets" / "docs").glob(".staging-*"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 
@@ -13,11 +14,11 @@ def _vocabulary(rng: random.Random, size: int = 20_000) -> list[str]:
     return sorted(words)[:size]
 
 
-def _document(rng: random.Random, vocab: list[str], weights: list[float], target_bytes: int) -> str:
+def _document(rng: random.Random, vocab: list[str], cum_weights: list[float], target_bytes: int) -> str:
     parts: list[str] = []
     size = 0
     while size < target_bytes:
-        sentence = " ".join(rng.choices(vocab, weights=weights, k=rng.randint(8, 20))).capitalize() + "."
+        sentence = " ".join(rng.choices(vocab, cum_weights=cum_weights, k=rng.randint(8, 20))).capitalize() + "."
         parts.append(sentence)
         size += len(sentence) + 1
         if rng.random() < 0.15:
@@ -37,7 +38,7 @@ def generate_corpus(root: Path, n: int, exact_dup: float = 0.05, near_dup: float
     """Write `n` documents under `root` (1,000 per folder); returns how many are unique/exact/near copies."""
     rng = random.Random(seed)
     vocab = _vocabulary(rng)
-    weights = [1.0 / (i + 1) for i in range(len(vocab))]  # Zipf-like, as in natural text
+    cum_weights = list(itertools.accumulate(1.0 / (i + 1) for i in range(len(vocab))))  # Zipf-like, as in prose
     n_exact, n_near = int(n * exact_dup), int(n * near_dup)
     originals: list[str] = []
     counts = {"unique": 0, "exact": 0, "near": 0}
@@ -49,7 +50,7 @@ def generate_corpus(root: Path, n: int, exact_dup: float = 0.05, near_dup: float
         if originals and i >= n - n_exact - n_near:
             kind = "exact" if i >= n - n_exact else "near"
         if kind == "unique":
-            text = _document(rng, vocab, weights, doc_bytes)
+            text = _document(rng, vocab, cum_weights, doc_bytes)
             originals.append(text)
         elif kind == "exact":
             text = rng.choice(originals)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,28 +26,32 @@ def _workers(cfg: CleanConfig, n: int) -> int:
     return min(os.cpu_count() or 1, 8) if n >= 4000 else 1
 
 
-def clean_all(records: list[dict[str, Any]], cfg: CleanConfig, progress: Progress | None = None) -> list[Cleaned]:
-    """`clean_document` over every record, in worker processes when there are many."""
+def clean_all(records: list[dict[str, Any]], cfg: CleanConfig, progress: Progress | None = None) -> Iterator[Cleaned]:
+    """`clean_document` over every record, in order, in worker processes when there are many.
+
+    A generator: the caller deduplicates each batch while the workers clean the next ones."""
     workers = _workers(cfg, len(records))
     size = 500
     batches = [records[i:i + size] for i in range(0, len(records), size)]
-    out: list[Cleaned] = []
     cfg_json = cfg.model_dump_json()
+    done = 0
     if workers <= 1:
-        for b in batches:
-            out.extend(clean_batch(b, cfg_json))
+        results: Iterator[list[Cleaned]] = (clean_batch(b, cfg_json) for b in batches)
+        for res in results:
+            yield from res
+            done += len(res)
             if progress:
-                progress(len(out), len(records))
-        return out
+                progress(done, len(records))
+        return
     import multiprocessing as mp
 
     # spawn, not fork: the parent runs Prefect's threads and event loop, which fork would copy mid-flight
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
         for res in pool.map(clean_batch, batches, [cfg_json] * len(batches)):
-            out.extend(res)
+            yield from res
+            done += len(res)
             if progress:
-                progress(len(out), len(records))
-    return out
+                progress(done, len(records))
 
 
 

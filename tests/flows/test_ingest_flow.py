@@ -44,9 +44,9 @@ def test_sample_ingest_accounts_for_every_unit_and_reruns_as_a_no_op(home):
 
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-summary", "ingest-fates"])))
-    kinds = {a.key: a for a in arts}
-    assert {"ingest-summary", "ingest-fates"} <= set(kinds)
-    assert out["dataset_version"] in str(kinds["ingest-summary"].data)
+    assert {"ingest-summary", "ingest-fates"} <= {a.key for a in arts}
+    # other tests' runs leave artifacts under the same keys: this run's summary names its version
+    assert any(out["dataset_version"] in str(a.data) for a in arts if a.key == "ingest-summary")
 
     before = snapshot(home)
     again = ingest(home, [str(SAMPLE / "corpus"), str(SAMPLE / "messy")])

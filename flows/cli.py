@@ -104,8 +104,9 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
         print_ingest(out["ingest"])
         _print_sample_titles(out["ingest"]["dataset_dir"])
         ix = out["index"]
-        print(f"\nindex {ix['name']} -> {ix['collection']}: {ix['chunks']} chunks, "
-              f"self-retrieval {ix['check'].get('self_hits')}/{ix['check'].get('sampled')}")
+        from tasks.report import describe_check
+
+        print(f"\nindex {ix['name']} -> {ix['collection']}: {ix['chunks']} chunks; {describe_check(ix['check'])}")
         for s in out["searches"]:
             print(f"\n  search ({s['mode']}): {s['query']}")
             for h in s["hits"]:
@@ -174,14 +175,18 @@ def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
         return out
     from flows.index import index_flow
 
-    out = index_flow(cfg)
+    out = index_flow(cfg, incremental=args.incremental)
     if not args.json:
-        state = "built" if out["created"] else "unchanged"
-        print(f"index {out['name']} -> {out['collection']} ({state})")
+        from tasks.report import describe_check
+
+        print(f"index {out['name']} -> {out['collection']} ({out['mode']})")
         print(f"  dataset version {out['dataset_version']}: {out['chunks']} chunks, {out['points']} points")
+        if out["changes"]:
+            ch = out["changes"]
+            print(f"  {ch['added']} added, {ch['changed']} changed, {ch['removed']} removed documents; "
+                  f"{ch['chunks_embedded']} chunks embedded")
         if out["check"]:
-            c = out["check"]
-            print(f"  self-retrieval: {c['self_hits']}/{c['sampled']} sampled chunks in their own top {c['k']}")
+            print(f"  {describe_check(out['check'])}")
         if out["timings"]:
             print("  " + ", ".join(f"{k} {v:.1f}s" for k, v in out["timings"].items()))
     return out
@@ -305,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     idx.add_argument("--name", help="index (alias) name (default docs)")
     idx.add_argument("--chunk-size", type=int, metavar="N", help="chunk size in embedding-model tokens")
     idx.add_argument("--chunk-overlap", type=int, metavar="N", help="overlap between chunks in tokens")
+    idx.add_argument("--incremental", action="store_true",
+                     help="update the served collection in place: embed only new and changed documents, delete "
+                     "points of changed and removed ones (a full build when nothing is served yet)")
     idx.add_argument("--rollback", action="store_true", help="serve the previously served collection again")
     srch = add("search", cmd_search, "search the served index; every hit cites its source")
     srch.add_argument("query", help="the question or keywords")

@@ -12,18 +12,21 @@ from tasks.workspace import Workspace
 
 
 @flow(name="index", description="Build a verified Qdrant collection for a dataset version and serve it.")
-def index_flow(config: IndexConfig = IndexConfig(), home: str | None = None) -> dict[str, Any]:  # noqa: B008
-    """Returns references only: alias, collection, versions, counts, timings and the check results."""
+def index_flow(config: IndexConfig = IndexConfig(), home: str | None = None,  # noqa: B008
+               incremental: bool = False) -> dict[str, Any]:
+    """Returns references only: alias, collection, versions, counts, timings and the check results.
+    `incremental` updates the served collection in place (new and changed documents only)."""
     logger = get_run_logger()
     ws = Workspace.from_env(home).ensure()
     with ws.lock("index"):
-        res = build_index_task(str(ws.root), config)
-    logger.info("index %s serves %s (%d chunks)%s", res.name, res.collection, res.chunks,
-                "" if res.created else " (already built)")
+        res = build_index_task(str(ws.root), config, incremental)
+    logger.info("index %s serves %s (%d chunks, %s)%s", res.name, res.collection, res.chunks, res.mode,
+                f": {res.changes}" if res.changes else "")
     from tasks.report import publish_index_artifacts
 
     out = {"name": res.name, "collection": res.collection, "index_version": res.index_version,
            "dataset_version": res.dataset_version, "chunks": res.chunks, "points": res.points,
-           "created": res.created, "previous": res.previous, "timings": res.timings, "check": res.check}
+           "created": res.created, "mode": res.mode, "changes": res.changes, "previous": res.previous,
+           "timings": res.timings, "check": res.check}
     publish_index_artifacts(out)
     return out

@@ -20,8 +20,11 @@ class PipelineConfig(BaseModel):
 
 
 @flow(name="pipeline", description="The ragtune stages end to end on the configured sources.")
-def pipeline_flow(config: PipelineConfig = PipelineConfig(), home: str | None = None) -> dict[str, Any]:  # noqa: B008
+def pipeline_flow(config: PipelineConfig = PipelineConfig(), home: str | None = None,  # noqa: B008
+                  incremental_index: bool = False) -> dict[str, Any]:
+    """`incremental_index` updates the served collection in place instead of building a new one."""
     ingest = ingest_flow(config.ingest, home=home)
     index = index_flow(config.index.model_copy(update={"dataset": config.ingest.dataset,
-                                                        "dataset_version": ingest["dataset_version"]}), home=home)
+                                                        "dataset_version": ingest["dataset_version"]}), home=home,
+                       incremental=incremental_index)
     return {"ingest": ingest, "index": index}

@@ -237,6 +237,11 @@ class IndexConfig(StageConfig):
                                   description="Collections kept per alias (the serving one and the previous ones).")
     verify_sample: int = Field(default=50, ge=1, description="Chunks sampled for the self-retrieval check.")
     verify_k: int = Field(default=10, ge=1, description="A sampled chunk must be in the top k for its own text.")
+    verify_queries: str | None = Field(
+        default=None, description="Labelled query set for the retrieval check (JSONL lines with `question` and "
+        "`doc_id`); when given, doc recall@verify_k must reach verify_min_recall instead of the self-retrieval check.")
+    verify_min_recall: float = Field(default=0.5, ge=0, le=1,
+                                     description="Minimum recall@verify_k on the labelled query set.")
 
     @model_validator(mode="after")
     def _overlap(self) -> IndexConfig:

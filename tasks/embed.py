@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -31,16 +32,25 @@ def load_model(name: str = PACKAGED_MODEL, device: str | None = None) -> Any:
     return model
 
 
-def embed_texts(texts: list[str], model_name: str = PACKAGED_MODEL, batch_size: int = 64) -> Any:
-    """Normalised float32 vectors, one per text, from one `encode` call so that sentence-transformers'
-    length sorting spans every text (small calls pad each batch to its own longest text)."""
+def embed_texts(texts: list[str], model_name: str = PACKAGED_MODEL, batch_size: int = 64,
+                progress: Callable[[int, int], None] | None = None, part_size: int = 4096) -> Any:
+    """Normalised float32 vectors, one per text. Texts are sorted by length once, over all of them (the
+    way sentence-transformers sorts inside one `encode` call), then encoded in large parts of that order so
+    that `progress(done, total)` can be reported without giving up the padding savings of the sort."""
     import numpy as np
 
     if not texts:
         return np.zeros((0, embedding_dim(model_name)), dtype=np.float32)
     model = load_model(model_name)
-    return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                        show_progress_bar=False).astype("float32", copy=False)
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out = np.empty((len(texts), embedding_dim(model_name)), dtype=np.float32)
+    for start in range(0, len(order), part_size):
+        idx = order[start:start + part_size]
+        out[idx] = model.encode([texts[i] for i in idx], batch_size=batch_size, normalize_embeddings=True,
+                                convert_to_numpy=True, show_progress_bar=False)
+        if progress:
+            progress(min(start + part_size, len(order)), len(order))
+    return out
 
 
 def embedding_dim(model_name: str = PACKAGED_MODEL) -> int:

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,15 @@ from typing import Any
 
 from tasks.config import IndexConfig
 from tasks.provenance import provenance
-from tasks.workspace import Workspace, atomic_write_json, read_json, read_jsonl, utc_now, write_jsonl
+from tasks.workspace import (
+    Workspace,
+    atomic_write_json,
+    new_run_id,
+    read_json,
+    read_jsonl,
+    utc_now,
+    write_jsonl,
+)
 
 log = logging.getLogger("ragtune.index")
 Progress = Callable[[int, int], None]
@@ -38,6 +47,8 @@ class IndexResult:
     previous: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     check: dict[str, Any] = field(default_factory=dict)
+    mode: str = "full"  # full | incremental | unchanged | reused
+    changes: dict[str, Any] = field(default_factory=dict)
 
 
 def meta_dir(ws: Workspace, name: str) -> Path:
@@ -129,25 +140,70 @@ def upsert_chunks(client: Any, collection: str, chunks: list[dict[str, Any]], de
             progress(min(start + UPSERT_BATCH, len(chunks)), len(chunks))
 
 
-def verify_collection(client: Any, collection: str, chunks: list[dict[str, Any]], cfg: IndexConfig) -> dict[str, Any]:
-    """Point count equals chunk count, and sampled chunks find themselves in the top k (hybrid search)."""
+def load_labelled_queries(path: str | Path) -> list[tuple[str, set[str]]]:
+    """(question, relevant doc ids) from JSONL lines with `question` (or `query`) and `doc_id` (or `doc_ids`)."""
+    import json
+
+    out: list[tuple[str, set[str]]] = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            question = row.get("question") or row.get("query")
+            docs = row.get("doc_ids") or ([row["doc_id"]] if row.get("doc_id") else [])
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise ValueError(f"{path}:{n}: not a JSON object ({exc})") from None
+        if not isinstance(question, str) or not question.strip() or not docs:
+            raise ValueError(f"{path}:{n}: a labelled query needs `question` and `doc_id`")
+        out.append((question, {str(d) for d in docs}))
+    if not out:
+        raise ValueError(f"{path}: no labelled queries")
+    return out
+
+
+def check_retrieval(client: Any, collection: str, sample_pool: list[dict[str, Any]], cfg: IndexConfig) -> dict[str, Any]:
+    """The retrieval check: doc recall@k on the labelled query set when the config names one, otherwise
+    every sampled chunk (from `sample_pool`) must find itself in the top k of a hybrid search for its text."""
+    from tasks.embed import embed_texts
     from tasks.search import search_collection
 
-    points = client.count(collection, exact=True).count
-    if points != len(chunks):
-        raise IndexVerificationError(f"{collection} holds {points} points for {len(chunks)} chunks")
-    sample = random.Random(0).sample(chunks, min(cfg.verify_sample, len(chunks)))
-    from tasks.embed import embed_texts
-
+    if cfg.verify_queries:
+        labelled = load_labelled_queries(cfg.verify_queries)
+        vectors = embed_texts([q for q, _ in labelled], cfg.embedding_model)
+        found = [bool(rel & {h["doc_id"] for h in search_collection(client, collection, q, cfg, cfg.verify_k,
+                                                                    dense_vector=v.tolist())})
+                 for (q, rel), v in zip(labelled, vectors, strict=True)]
+        recall = sum(found) / len(found)
+        check = {"kind": "labelled", "queries": len(found), "recall": round(recall, 4), "k": cfg.verify_k,
+                 "min_recall": cfg.verify_min_recall}
+        if recall < cfg.verify_min_recall:
+            raise IndexVerificationError(f"doc recall@{cfg.verify_k} {recall:.3f} on {cfg.verify_queries} is below "
+                                         f"{cfg.verify_min_recall}")
+        return check
+    sample = random.Random(0).sample(sample_pool, min(cfg.verify_sample, len(sample_pool)))
     vectors = embed_texts([c["text"] for c in sample], cfg.embedding_model)  # one encode call for the sample
     misses = [c["id"] for c, v in zip(sample, vectors, strict=True)
               if c["id"] not in {h["id"] for h in search_collection(client, collection, c["text"], cfg, cfg.verify_k,
                                                                     dense_vector=v.tolist())}]
-    check = {"points": points, "sampled": len(sample), "self_hits": len(sample) - len(misses), "k": cfg.verify_k}
+    check = {"kind": "self", "sampled": len(sample), "self_hits": len(sample) - len(misses), "k": cfg.verify_k}
     if misses:
         raise IndexVerificationError(
             f"{len(misses)} of {len(sample)} sampled chunks are not in the top {cfg.verify_k} for their own text")
     return check
+
+
+def check_count(client: Any, collection: str, expected: int) -> int:
+    points = client.count(collection, exact=True).count
+    if points != expected:
+        raise IndexVerificationError(f"{collection} holds {points} points for {expected} chunks")
+    return points
+
+
+def verify_collection(client: Any, collection: str, chunks: list[dict[str, Any]], cfg: IndexConfig) -> dict[str, Any]:
+    """Point count equals chunk count, and the retrieval check passes."""
+    points = check_count(client, collection, len(chunks))
+    return {"points": points, **check_retrieval(client, collection, chunks, cfg)}
 
 
 def record_switch(ws: Workspace, name: str, entry: dict[str, Any]) -> None:
@@ -171,8 +227,10 @@ def prune_collections(client: Any, ws: Workspace, name: str, keep: int) -> list[
 
 
 def build_collection(client: Any, collection: str, records: list[dict[str, Any]], cfg: IndexConfig,
-                     progress: Progress | None = None) -> tuple[list[dict[str, Any]], float, dict[str, float]]:
-    """Chunk, embed (one encode call), weight and upsert `records` into a new collection; no alias change."""
+                     progress: Progress | None = None, embed_progress: Progress | None = None,
+                     ) -> tuple[list[dict[str, Any]], float, dict[str, float]]:
+    """Chunk, embed (length-sorted across all chunks), weight and upsert `records` into a new collection;
+    no alias change."""
     from tasks.embed import embed_texts, embedding_dim
 
     timings: dict[str, float] = {}
@@ -180,7 +238,8 @@ def build_collection(client: Any, collection: str, records: list[dict[str, Any]]
     chunks = chunk_records(records, cfg)
     timings["chunk"] = time.perf_counter() - t
     t = time.perf_counter()
-    dense = embed_texts([embed_input(c["title"], c["text"]) for c in chunks], cfg.embedding_model, cfg.embed_batch_size)
+    dense = embed_texts([embed_input(c["title"], c["text"]) for c in chunks], cfg.embedding_model,
+                        cfg.embed_batch_size, embed_progress)
     timings["embed"] = time.perf_counter() - t
     t = time.perf_counter()
     sparse, avg_len = sparse_vectors(chunks, cfg)
@@ -192,40 +251,83 @@ def build_collection(client: Any, collection: str, records: list[dict[str, Any]]
     return chunks, avg_len, timings
 
 
-def build_index(ws: Workspace, cfg: IndexConfig, client: Any, progress: Progress | None = None) -> IndexResult:
-    """Build (or find) the collection for the dataset version, verify it, then move the alias to it."""
+def _meta_path(ws: Workspace, collection: str) -> Path:
+    name, _, version = collection.partition("__")
+    return meta_dir(ws, name) / f"{version}.json"
+
+
+def _served_meta(ws: Workspace, client: Any, cfg: IndexConfig) -> tuple[str | None, dict[str, Any] | None]:
+    from tasks.qdrant import alias_target
+
+    current = alias_target(client, cfg.name)
+    return current, (read_json(_meta_path(ws, current), default=None) if current else None)
+
+
+def _resolve_dataset(ws: Workspace, cfg: IndexConfig) -> str:
     from tasks.publish import latest_version
-    from tasks.qdrant import alias_target, switch_alias
-    from tasks.records import read_records
 
     dataset_version = cfg.dataset_version or latest_version(ws, cfg.dataset)
     if not dataset_version:
         raise FileNotFoundError(f"no {cfg.dataset} dataset in {ws.root}: run `ragtune ingest` first")
+    return dataset_version
+
+
+def _load_records(ws: Workspace, cfg: IndexConfig, dataset_version: str) -> list[dict[str, Any]]:
+    from tasks.records import read_records
+
+    path = ws.dataset_dir(cfg.dataset) / dataset_version / "records.parquet"
+    return sorted(read_records(path), key=lambda r: r["doc_id"])
+
+
+def _serves(meta: dict[str, Any] | None, dataset_version: str, cfg: IndexConfig) -> bool:
+    """The served collection already holds this dataset version, built with this configuration."""
+    return bool(meta and meta.get("complete") and not meta.get("pending")
+                and meta.get("dataset_version") == dataset_version
+                and meta.get("build_fingerprint") == cfg.build_fingerprint())
+
+
+def build_index(ws: Workspace, cfg: IndexConfig, client: Any, progress: Progress | None = None,
+                embed_progress: Progress | None = None) -> IndexResult:
+    """Build (or find) the collection for the dataset version, verify it, then move the alias to it."""
+    from tasks.qdrant import switch_alias
+
+    dataset_version = _resolve_dataset(ws, cfg)
     version = index_version(dataset_version, cfg)
     collection = f"{cfg.name}__{version}"
-    meta_path = meta_dir(ws, cfg.name) / f"{version}.json"
-    meta = read_json(meta_path, default=None)
-    current = alias_target(client, cfg.name)
-    if meta and meta.get("complete") and client.collection_exists(collection):
-        if current != collection:  # built before (a rollback target): serve it again without rebuilding
-            switch_alias(client, cfg.name, collection)
-            record_switch(ws, cfg.name, {"collection": collection, "index_version": version,
+    meta_path = _meta_path(ws, collection)
+    current, served = _served_meta(ws, client, cfg)
+    if current and _serves(served, dataset_version, cfg):  # e.g. brought up to date by an incremental run
+        return IndexResult(cfg.name, current, served["index_version"], dataset_version, served["chunks"],
+                           served["points"], False, None, {}, served.get("check", {}), mode="unchanged")
+    from tasks.qdrant import collections_of
+
+    for kept in collections_of(client, cfg.name):  # built before (a rollback target): serve it again
+        meta = read_json(_meta_path(ws, kept), default=None)
+        if kept != current and _serves(meta, dataset_version, cfg):
+            switch_alias(client, cfg.name, kept)
+            record_switch(ws, cfg.name, {"collection": kept, "index_version": meta["index_version"],
                                          "dataset_version": dataset_version, "at": utc_now(), "reason": "reuse"})
-        return IndexResult(cfg.name, collection, version, dataset_version, meta["chunks"], meta["points"], False,
-                           current if current != collection else None, {}, meta.get("check", {}))
-    path = ws.dataset_dir(cfg.dataset) / dataset_version / "records.parquet"
-    records = sorted(read_records(path), key=lambda r: r["doc_id"])
+            return IndexResult(cfg.name, kept, meta["index_version"], dataset_version, meta["chunks"],
+                               meta["points"], False, current, {}, meta.get("check", {}), mode="reused")
+    if client.collection_exists(collection) and (
+            collection == current or (read_json(meta_path, default=None) or {}).get("complete")):
+        # the name is taken by a collection updated in place since: build beside it, never over it
+        collection = f"{collection}-{new_run_id().lower()}"
+        meta_path = _meta_path(ws, collection)
+    records = _load_records(ws, cfg, dataset_version)
     atomic_write_json(meta_path, {"collection": collection, "complete": False, "started_at": utc_now()})
-    chunks, avg_len, timings = build_collection(client, collection, records, cfg, progress)
+    chunks, avg_len, timings = build_collection(client, collection, records, cfg, progress, embed_progress)
     t = time.perf_counter()
     check = verify_collection(client, collection, chunks, cfg)
     timings["verify"] = time.perf_counter() - t
+    per_doc = Counter(c["doc_id"] for c in chunks)
     atomic_write_json(meta_path, {
         "collection": collection, "index_version": version, "dataset": cfg.dataset,
-        "dataset_version": dataset_version, "config": cfg.model_dump(mode="json"), "chunks": len(chunks),
-        "points": check["points"], "documents": len(records), "avg_sparse_len": avg_len,
-        "docs": {r["doc_id"]: r["content_hash"] for r in records}, "check": check, "timings": timings,
-        "complete": True, "built_at": utc_now(), **provenance(),
+        "dataset_version": dataset_version, "config": cfg.model_dump(mode="json"),
+        "build_fingerprint": cfg.build_fingerprint(), "chunks": len(chunks), "points": check["points"],
+        "documents": len(records), "avg_sparse_len": avg_len,
+        "docs": {r["doc_id"]: [r["content_hash"], per_doc.get(r["doc_id"], 0)] for r in records},
+        "check": check, "timings": timings, "updates": [], "complete": True, "built_at": utc_now(), **provenance(),
     })
     previous = switch_alias(client, cfg.name, collection)
     record_switch(ws, cfg.name, {"collection": collection, "index_version": version,
@@ -233,7 +335,114 @@ def build_index(ws: Workspace, cfg: IndexConfig, client: Any, progress: Progress
     dropped = prune_collections(client, ws, cfg.name, cfg.keep_collections)
     log.info("index %s -> %s (%d chunks); previous %s; dropped %s", cfg.name, collection, len(chunks), previous, dropped)
     return IndexResult(cfg.name, collection, version, dataset_version, len(chunks), check["points"], True, previous,
-                       timings, check)
+                       timings, check, mode="full")
+
+
+def _doc_filter(doc_ids: list[str], keep_hashes: list[str]) -> Any:
+    """Points of these documents whose content hash is not a current one (stale or removed)."""
+    from qdrant_client import models
+
+    return models.Filter(
+        must=[models.FieldCondition(key="doc_id", match=models.MatchAny(any=doc_ids))],
+        must_not=[models.FieldCondition(key="content_hash", match=models.MatchAny(any=keep_hashes))] if keep_hashes else [],
+    )
+
+
+def update_index(ws: Workspace, cfg: IndexConfig, client: Any, progress: Progress | None = None,
+                 embed_progress: Progress | None = None) -> IndexResult:
+    """Incremental mode: bring the served collection up to the dataset version in place. Only new and changed
+    documents are chunked and embedded; points of changed and removed documents are deleted; the rest is
+    untouched. Falls back to a full build when nothing is served yet or the chunking/embedding config changed.
+
+    Safe order: a journal (`pending`) is written first, new points are upserted (their ids differ from the
+    stale ones because ids derive from the content hash), then checked; a failed check deletes exactly the
+    points this run added, so the collection is as before. Only then are stale points deleted. A run killed at
+    any point leaves every document searchable, and the next run finishes the journal's work."""
+    dataset_version = _resolve_dataset(ws, cfg)
+    current, meta = _served_meta(ws, client, cfg)
+    if current is None or not meta or not meta.get("complete"):
+        log.info("incremental index %s: nothing served yet, building in full", cfg.name)
+        return build_index(ws, cfg, client, progress, embed_progress)
+    if meta.get("build_fingerprint") != cfg.build_fingerprint():
+        log.info("incremental index %s: chunking or embedding settings changed, building in full", cfg.name)
+        return build_index(ws, cfg, client, progress, embed_progress)
+    if _serves(meta, dataset_version, cfg):
+        return IndexResult(cfg.name, current, meta["index_version"], dataset_version, meta["chunks"], meta["points"],
+                           False, None, {}, meta.get("check", {}), mode="unchanged")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    records = _load_records(ws, cfg, dataset_version)
+    desired = {r["doc_id"]: r["content_hash"] for r in records}
+    old: dict[str, list[Any]] = meta["docs"]
+    pending = meta.get("pending") or {}
+    changed = sorted(d for d in desired if d in old and old[d][0] != desired[d])
+    added = sorted(d for d in desired if d not in old)
+    redo = sorted(d for d in pending.get("upsert", []) if d in desired and d not in changed and d not in added)
+    removed = sorted((set(old) | set(pending.get("removed", [])) | set(pending.get("upsert", []))) - set(desired))
+    touched = sorted({*changed, *added, *redo})
+    meta_path = _meta_path(ws, current)
+    atomic_write_json(meta_path, {**meta, "pending": {"dataset_version": dataset_version, "upsert": touched,
+                                                      "removed": removed, "started_at": utc_now()}})
+    by_id = {r["doc_id"]: r for r in records}
+    chunks = chunk_records([by_id[d] for d in touched], cfg)
+    timings["chunk"] = time.perf_counter() - t0
+    new_ids: list[str] = []
+    if chunks:
+        from tasks.embed import embed_texts
+        from tasks.sparse import SparseParams, analyze, document_vector
+
+        t = time.perf_counter()
+        dense = embed_texts([embed_input(c["title"], c["text"]) for c in chunks], cfg.embedding_model,
+                            cfg.embed_batch_size, embed_progress)
+        timings["embed"] = time.perf_counter() - t
+        t = time.perf_counter()
+        params = SparseParams(cfg.bm25_k1, cfg.bm25_b, cfg.stemmer)
+        avg = meta["avg_sparse_len"]  # document-side length normalisation keeps the full build's average
+        sparse = [document_vector(analyze(embed_input(c["title"], c["text"]), params), avg, params) for c in chunks]
+        timings["sparse"] = time.perf_counter() - t
+        t = time.perf_counter()
+        existing = {str(p.id) for p in client.retrieve(current, ids=[c["id"] for c in chunks], with_payload=False,
+                                                        with_vectors=False)}
+        new_ids = [c["id"] for c in chunks if c["id"] not in existing]
+        upsert_chunks(client, current, chunks, dense, sparse, progress)
+        timings["upsert"] = time.perf_counter() - t
+    t = time.perf_counter()
+    try:
+        check = check_retrieval(client, current, chunks, cfg) if chunks or cfg.verify_queries else {}
+    except IndexVerificationError:
+        if new_ids:
+            from qdrant_client import models
+
+            client.delete(current, points_selector=models.PointIdsList(points=new_ids), wait=True)
+        atomic_write_json(meta_path, meta)  # as before this run: nothing of it remains
+        raise
+    timings["verify"] = time.perf_counter() - t
+    t = time.perf_counter()
+    stale = sorted({*changed, *redo, *removed})
+    if stale:
+        client.delete(current, points_selector=_doc_filter(stale, [desired[d] for d in stale if d in desired]),
+                      wait=True)
+    timings["delete"] = time.perf_counter() - t
+    per_doc = Counter(c["doc_id"] for c in chunks)
+    docs = {d: ([h, per_doc[d]] if d in per_doc else old[d]) for d, h in desired.items()}
+    expected = sum(n for _, n in docs.values())
+    points = check_count(client, current, expected)
+    version = index_version(dataset_version, cfg)
+    stats = {"added": len(added), "changed": len(changed), "removed": len(removed), "resumed": len(redo),
+             "chunks_embedded": len(chunks), "from_dataset_version": meta["dataset_version"]}
+    update = {"at": utc_now(), "dataset_version": dataset_version, "index_version": version, **stats,
+              "timings": timings}
+    new_meta = {k: v for k, v in meta.items() if k != "pending"}
+    new_meta.update({"index_version": version, "dataset_version": dataset_version, "chunks": expected,
+                     "points": points, "documents": len(docs), "docs": docs,
+                     "check": {"points": points, **check} if check else meta.get("check", {}),
+                     "updates": [*meta.get("updates", []), update], "updated_at": update["at"]})
+    atomic_write_json(meta_path, new_meta)
+    record_switch(ws, cfg.name, {"collection": current, "index_version": version, "dataset_version": dataset_version,
+                                 "at": update["at"], "reason": "incremental", **stats})
+    log.info("incremental index %s (%s): %s", cfg.name, current, stats)
+    return IndexResult(cfg.name, current, version, dataset_version, expected, points, True, None, timings,
+                       new_meta["check"], mode="incremental", changes=stats)
 
 
 def rollback_index(ws: Workspace, client: Any, name: str) -> tuple[str, str]:
@@ -258,13 +467,15 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 
 @task(name="build_index", cache_policy=NO_CACHE)
-def build_index_task(home: str, config: IndexConfig) -> IndexResult:
+def build_index_task(home: str, config: IndexConfig, incremental: bool = False) -> IndexResult:
     from tasks.qdrant import open_client
     from tasks.report import progress_reporter
 
     ws = Workspace(Path(home))
     client = open_client(ws)
     try:
-        return build_index(ws, config, client, progress_reporter("index: points upserted"))
+        run = update_index if incremental else build_index
+        return run(ws, config, client, progress_reporter("index: points upserted"),
+                   progress_reporter("index: chunks embedded"))
     finally:
         client.close()

@@ -86,19 +86,32 @@ def publish_ingest_artifacts(summary: dict[str, Any]) -> None:
     create_table_artifact(table=rows, key="ingest-fates", description="Fates of the input units")
 
 
+def describe_check(check: dict[str, Any]) -> str:
+    """One line for the retrieval check of an index build or update."""
+    if check.get("kind") == "labelled":
+        return (f"labelled queries: doc recall@{check['k']} {check['recall']:.3f} over {check['queries']} queries "
+                f"(minimum {check['min_recall']})")
+    if "sampled" in check:
+        return f"self-retrieval: {check['self_hits']}/{check['sampled']} sampled chunks in their own top {check['k']}"
+    return "no retrieval check (nothing new to check)"
+
+
 def publish_index_artifacts(summary: dict[str, Any]) -> None:
-    """Markdown summary of an index build (collection, counts, timings, self-retrieval check)."""
+    """Markdown summary of an index build or update (collection, counts, changes, timings, retrieval check)."""
     if not in_prefect_run():
         return
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    check = summary.get("check") or {}
+    changes = summary.get("changes") or {}
     md = [
-        f"# Index `{summary['name']}` → `{summary['collection']}`", "",
-        f"**Dataset version:** `{summary['dataset_version']}`  ", f"**Chunks / points:** {summary['chunks']} / {summary['points']}  ",
-        f"**Built now:** {summary['created']}  **Previous:** `{summary.get('previous')}`", "",
-        f"**Self-retrieval check:** {check.get('self_hits')} of {check.get('sampled')} sampled chunks in their own top {check.get('k')}",
+        f"# Index `{summary['name']}` → `{summary['collection']}` ({summary.get('mode', 'full')})", "",
+        f"**Dataset version:** `{summary['dataset_version']}`  **Index version:** `{summary['index_version']}`  ",
+        f"**Chunks / points:** {summary['chunks']} / {summary['points']}  ",
+        f"**Previous:** `{summary.get('previous')}`", "",
+        f"**Retrieval check:** {describe_check(summary.get('check') or {})}",
     ]
+    if changes:
+        md += ["", "**Changes:** " + ", ".join(f"{k} {v}" for k, v in changes.items() if k != "from_dataset_version")]
     create_markdown_artifact(markdown="\n".join(md), key="index-summary", description="Index build summary")
     timings = summary.get("timings") or {}
     if timings:

@@ -60,3 +60,78 @@ def test_killed_ingest_resumes_to_the_uninterrupted_result(tmp_path):
     assert resumed["counts"] == reference["counts"]
     assert _content(Path(resumed["dataset_dir"])) == _content(Path(reference["dataset_dir"]))
     assert not list((home / "runs").glob("ingest-*")) and not list((home / "datasets" / "docs").glob(".staging-*"))
+
+
+def _cli(args: list[str], home: Path, prefect_home: Path) -> dict:
+    res = subprocess.run([sys.executable, "-m", "flows.cli", *args, "--json"], capture_output=True, text=True,
+                         env=_env(home, prefect_home), cwd=PROJECT_ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def _served_points(home: Path, alias: str) -> tuple[str | None, dict[str, dict]]:
+    from tasks.qdrant import alias_target, open_client
+    from tasks.workspace import Workspace
+
+    client = open_client(Workspace(home))
+    try:
+        collection = alias_target(client, alias)
+        points, offset = {}, None
+        while collection:
+            batch, offset = client.scroll(collection, limit=256, offset=offset, with_payload=True)
+            points.update({str(p.id): p.payload for p in batch})
+            if offset is None:
+                break
+        return collection, points
+    finally:
+        client.close()
+
+
+def test_killed_index_build_never_serves_a_partial_collection(tmp_path):
+    """Kill `ragtune index` once its new collection exists (mid-build): the alias still serves the previous
+    collection; the re-run serves a collection equal to an uninterrupted build of the same dataset."""
+    from tests.conftest import SAMPLE
+
+    prefect_home = tmp_path / "prefect"
+    home = tmp_path / "ws"
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "leave.md").write_bytes((SAMPLE / "corpus" / "handbook" / "leave-policy.md").read_bytes())
+    _cli(["ingest", "--source", str(small)], home, prefect_home)
+    old = _cli(["index"], home, prefect_home)["collection"]
+    _cli(["ingest", "--source", str(SAMPLE / "corpus")], home, prefect_home)
+
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "index"], env=_env(home, prefect_home),
+                            cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    collections = home / "qdrant" / "collection"
+    while not [p for p in collections.iterdir() if p.name != old]:  # created after embedding, before upsert
+        assert proc.poll() is None and time.monotonic() < deadline, "index ended before it could be killed"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    served, _ = _served_points(home, "docs")
+    assert served == old
+
+    rerun = _cli(["index"], home, prefect_home)
+    assert rerun["mode"] == "full" and rerun["collection"] != old and rerun["previous"] == old
+    served, points = _served_points(home, "docs")
+    assert served == rerun["collection"] and len(points) == rerun["chunks"]
+
+    import shutil
+
+    from tasks.config import IndexConfig
+    from tasks.index import build_index
+    from tasks.qdrant import open_client
+    from tasks.workspace import Workspace
+
+    ref_home = tmp_path / "ref"  # the same published dataset, indexed without interruption
+    shutil.copytree(home / "datasets", ref_home / "datasets")
+    client = open_client(Workspace(ref_home))
+    try:
+        reference = build_index(Workspace(ref_home), IndexConfig(), client)
+    finally:
+        client.close()
+    assert reference.collection == rerun["collection"]
+    assert _served_points(ref_home, "docs")[1] == points

@@ -12,13 +12,30 @@ class QdrantBusyError(RuntimeError):
     """Another process holds the local Qdrant folder."""
 
 
+def resolve_api_key(api_key: str | None = None) -> str | None:
+    """The Qdrant API key: given, else QDRANT_API_KEY, else the Prefect Secret block named by
+    QDRANT_API_KEY_BLOCK (so the key lives in the Prefect server, not in deployment files). Never logged."""
+    if api_key or os.environ.get("QDRANT_API_KEY"):
+        return api_key or os.environ["QDRANT_API_KEY"]
+    block = os.environ.get("QDRANT_API_KEY_BLOCK")
+    if not block:
+        return None
+    from prefect.blocks.system import Secret
+
+    try:
+        return Secret.load(block).get()
+    except ValueError as exc:
+        raise RuntimeError(f"QDRANT_API_KEY_BLOCK names Prefect Secret block {block!r}, which cannot be loaded: "
+                           f"{str(exc).splitlines()[0]}") from None
+
+
 def open_client(ws: Workspace, url: str | None = None, api_key: str | None = None) -> Any:
-    """QdrantClient for `url` (or QDRANT_URL, with QDRANT_API_KEY), else local mode at `<home>/qdrant`."""
+    """QdrantClient for `url` (or QDRANT_URL; key from `resolve_api_key`), else local mode at `<home>/qdrant`."""
     from qdrant_client import QdrantClient
 
     url = url or os.environ.get("QDRANT_URL")
     if url:
-        return QdrantClient(url=url, api_key=api_key or os.environ.get("QDRANT_API_KEY") or None, timeout=60)
+        return QdrantClient(url=url, api_key=resolve_api_key(api_key), timeout=60)
     ws.qdrant.mkdir(parents=True, exist_ok=True)
     try:
         return QdrantClient(path=str(ws.qdrant))

@@ -78,3 +78,46 @@ def test_hit_display_does_not_repeat_the_title():
     assert where({"title": "Leave policy", "section": "Leave policy > Annual leave"}) == "Leave policy > Annual leave"
     assert where({"title": "Leave policy", "section": "Leave policy"}) == "Leave policy"
     assert where({"title": "FAQ", "section": "Billing"}) == "FAQ > Billing"
+
+
+@pytest.mark.slow
+def test_index_and_search_json_contract(tmp_path, prefect_home):
+    home = tmp_path / "ws"
+    res = run_cli(["index", "--json"], home, prefect_home)
+    assert res.returncode == 1 and "run `ragtune ingest` first" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = run_cli(["search", "leave", "--json"], home, prefect_home)
+    assert res.returncode == 1 and "run `ragtune index` first" in res.stderr
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("leave-policy.md", "remote-work.md"):
+        (src / name).write_bytes((PROJECT_ROOT / "data" / "sample" / "corpus" / "handbook" / name).read_bytes())
+    assert run_cli(["ingest", "--source", str(src), "--json"], home, prefect_home).returncode == 0
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"question": "How many days of annual leave?", "doc_id": "leave-policy.md"}\n'
+                  '{"question": "Can I work from home?", "doc_id": "remote-work.md"}\n')
+    cfg = tmp_path / "index.yaml"
+    cfg.write_text(f"index:\n  verify_queries: {qa}\n  verify_min_recall: 1.0\n")
+    res = run_cli(["index", "--config", str(cfg), "--json"], home, prefect_home)
+    assert res.returncode == 0, res.stderr
+    built = json.loads(res.stdout)
+    assert built["mode"] == "full" and built["points"] == built["chunks"] > 2
+    assert built["check"] == {"points": built["points"], "kind": "labelled", "queries": 2, "recall": 1.0, "k": 10,
+                              "min_recall": 1.0}
+    res = run_cli(["index", "--incremental", "--json"], home, prefect_home)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["mode"] == "unchanged"
+
+    res = run_cli(["search", "annual leave days", "-k", "3", "--filter", "doc_id=leave-policy.md", "--json"], home,
+                  prefect_home)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["mode"] == "hybrid" and out["collection"] == built["collection"] and 0 < len(out["hits"]) <= 3
+    assert all(h["doc_id"] == "leave-policy.md" and h["source_uri"].startswith("file://") and h["title"]
+               and h["section"] is not None and isinstance(h["score"], float) for h in out["hits"])
+
+    cfg.write_text("index:\n  chunk_sise: 100\n")
+    res = run_cli(["index", "--config", str(cfg)], home, prefect_home)
+    assert res.returncode == 1 and "chunk_sise" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = run_cli(["search", "x", "--filter", "nokey"], home, prefect_home)
+    assert res.returncode == 1 and "key=value" in res.stderr

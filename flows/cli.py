@@ -26,6 +26,11 @@ def _prepare_env(verbose: bool) -> None:
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
         os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "ERROR")
+        # progress bars of datasets / transformers / huggingface_hub (model loading, tokenising)
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def _ingest_config(args: argparse.Namespace):
@@ -259,11 +264,44 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def where(hit: dict[str, Any]) -> str:
-    """`Title > section` for display, without repeating a section path that starts with the title."""
-    title, section = hit.get("title") or "", hit.get("section") or ""
-    if section == title or section.startswith(f"{title} > "):
-        section = section[len(title):].removeprefix(" > ")
-    return f"{title} > {section}" if section else title
+    """`Title > section` for display (lazy import keeps `--help` light)."""
+    from tasks.search import location
+
+    return location(hit)
+
+
+def _train_config(args: argparse.Namespace):
+    from tasks.config import TrainConfig, load_yaml_config
+
+    data = load_yaml_config(getattr(args, "config", None))
+    data = data.get("train", data) if isinstance(data.get("train"), dict) else data
+    cfg = TrainConfig.model_validate(data).model_dump()
+    for key, value in (("max_steps", args.max_steps), ("learning_rate", args.learning_rate), ("run_id", args.run_id)):
+        if value is not None:
+            cfg[key] = value
+    if args.qa:
+        cfg["data"]["qa_paths"] = args.qa
+    if args.no_rag_context:
+        cfg["data"]["rag_context"] = False
+    return TrainConfig.model_validate(cfg)
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.train import train_flow
+
+    cfg = _train_config(args)
+    res = train_flow(cfg)
+    out = {k: res[k] for k in ("run_id", "adapter_dir", "steps", "train_loss", "eval_loss", "device", "quantized")}
+    out.update(dataset_version=res["dataset_version"], trained=res["trained"])
+    if not args.json:
+        fmt = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
+        state = "trained" if res["trained"] else "finished before, not trained again"
+        print(f"training run {res['run_id']} ({state})")
+        print(f"  {res['steps']} steps on {res['device']} ({'4-bit NF4 QLoRA' if res['quantized'] else 'LoRA'}); "
+              f"train loss {fmt(res['train_loss'])}, validation loss {fmt(res['eval_loss'])}")
+        print(f"  SFT dataset version {res['dataset_version']}")
+        print(f"  adapter: {res['adapter_dir']}")
+    return out
 
 
 def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
@@ -329,6 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--chunk-size", type=int, metavar="N", help="chunk size in embedding-model tokens")
     ev.add_argument("--chunk-overlap", type=int, metavar="N", help="overlap between chunks in tokens")
     ev.set_defaults(name=None)
+    tr = add("train", cmd_train, "fine-tune a QLoRA adapter on the Q/A set, with context from the served index")
+    tr.add_argument("--config", metavar="FILE", help="YAML file with TrainConfig fields (or a `train:` section)")
+    tr.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps (default 40)")
+    tr.add_argument("--learning-rate", type=float, metavar="LR", help="peak learning rate (default 1e-3)")
+    tr.add_argument("--qa", action="append", metavar="PATH",
+                    help="Q/A JSONL file (repeatable; default data/sample/qa.jsonl)")
+    tr.add_argument("--no-rag-context", action="store_true", help="closed-book: no retrieved passages in prompts")
+    tr.add_argument("--run-id", metavar="ID", help="resume this run from its last checkpoint (or return it if done)")
     add("status", cmd_status, "show the workspace's current dataset version")
     return p
 

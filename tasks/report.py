@@ -117,3 +117,35 @@ def publish_index_artifacts(summary: dict[str, Any]) -> None:
     if timings:
         create_table_artifact(table=[{"step": k, "seconds": round(v, 2)} for k, v in timings.items()],
                               key="index-timings", description="Seconds per index step")
+
+
+def training_reporter() -> Callable[[int, int, float | None, float | None], None]:
+    """A `(step, max_steps, loss, eval_loss)` callback: a Prefect progress artifact for the steps, and a log
+    line per evaluation."""
+    progress = progress_reporter("train: optimizer steps")
+
+    def report(step: int, max_steps: int, loss: float | None, eval_loss: float | None) -> None:
+        progress(step, max_steps)
+        if eval_loss is not None:
+            log.info("step %d/%d: validation loss %.4f", step, max_steps, eval_loss)
+
+    return report
+
+
+def publish_train_artifacts(summary: dict[str, Any]) -> None:
+    """Markdown summary of a training run and a table of its loss history."""
+    if not in_prefect_run():
+        return
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    fmt = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
+    md = [f"# Training run `{summary['run_id']}`{' (finished before)' if not summary.get('trained') else ''}", "",
+          f"**Adapter:** `{summary['adapter_dir']}`  ", f"**Dataset version:** `{summary['dataset_version']}`  ",
+          f"**Device:** {summary['device']}, {'4-bit NF4 (QLoRA)' if summary['quantized'] else 'LoRA, no quantisation'}",
+          "", "| steps | train loss | validation loss |", "|---:|---:|---:|",
+          f"| {summary['steps']} | {fmt(summary.get('train_loss'))} | {fmt(summary.get('eval_loss'))} |"]
+    create_markdown_artifact(markdown="\n".join(md), key="train-summary", description="Training run summary")
+    rows = [{"step": h["step"], "train_loss": h.get("loss"), "eval_loss": h.get("eval_loss")}
+            for h in summary.get("history") or []]
+    if rows:
+        create_table_artifact(table=rows, key="train-loss-history", description="Loss per step")

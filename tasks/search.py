@@ -49,3 +49,11 @@ def search_collection(client: Any, collection: str, query: str, cfg: IndexConfig
                 query=models.FusionQuery(fusion=models.Fusion.RRF), limit=k, with_payload=True,
             )
     return [{"id": str(p.id), "score": float(p.score), **(p.payload or {})} for p in res.points]
+
+
+def location(hit: dict[str, Any]) -> str:
+    """`Title > section` of a hit, without repeating a section path that starts with the title."""
+    title, section = hit.get("title") or "", hit.get("section") or ""
+    if section == title or section.startswith(f"{title} > "):
+        section = section[len(title):].removeprefix(" > ")
+    return f"{title} > {section}" if section else title

@@ -116,7 +116,7 @@ def _scrub_result(res: dict[str, Any], column: str | None) -> None:
 
 
 def run_suite(
-    df: Any, suite_items: list[Any], ws: Workspace, run_id: str, data_docs: bool,
+    df: Any, suite_items: list[Any], ws: Workspace, run_id: str, data_docs: bool, name: str = SUITE_NAME,
 ) -> tuple[list[tuple[Any, list[Any]]], str | None]:
     """Validate `df` (with a `row` column) in a file context: (result, failing rows) per expectation,
     and the Data Docs index. Stored results are scrubbed of document text."""
@@ -125,14 +125,15 @@ def run_suite(
 
     ctx = _context(ws)
     source = ctx.data_sources.add_or_update_pandas("ragtune")
-    asset = next((a for a in source.assets if a.name == "documents"), None) or source.add_dataframe_asset("documents")
+    asset_name = "documents" if name == SUITE_NAME else name
+    asset = next((a for a in source.assets if a.name == asset_name), None) or source.add_dataframe_asset(asset_name)
     batch_def = next((b for b in asset.batch_definitions if b.name == "all"), None) or \
         asset.add_batch_definition_whole_dataframe("all")
-    suite = gx.ExpectationSuite(name=SUITE_NAME, expectations=suite_items)
+    suite = gx.ExpectationSuite(name=name, expectations=suite_items)
     suite = ctx.suites.add_or_update(suite)
-    vd = ctx.validation_definitions.add_or_update(gx.ValidationDefinition(name=SUITE_NAME, data=batch_def, suite=suite))
+    vd = ctx.validation_definitions.add_or_update(gx.ValidationDefinition(name=name, data=batch_def, suite=suite))
     checkpoint = ctx.checkpoints.add_or_update(gx.Checkpoint(
-        name=SUITE_NAME, validation_definitions=[vd], actions=[],
+        name=name, validation_definitions=[vd], actions=[],
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["row"],
                        "partial_unexpected_count": 20},
     ))

@@ -31,6 +31,15 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session")
+def base_model_dir(tmp_path_factory) -> str:
+    """The packaged SmolLM2 converted once to safetensors, shared by the tests as a local folder."""
+    from tasks.model import PACKAGED_LLM, resolve_base_model
+    from tasks.workspace import Workspace
+
+    return resolve_base_model(Workspace(tmp_path_factory.mktemp("base")).ensure(), PACKAGED_LLM)
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "ws"

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import GOOD_TEXT, PROJECT_ROOT
 
-COMMANDS = ["demo", "ingest", "index", "search", "eval-retrieval", "status"]
+COMMANDS = ["demo", "ingest", "index", "search", "eval-retrieval", "train", "status"]
 
 
 def run_cli(args: list[str], home: Path, prefect_home: Path, timeout: int = 300) -> subprocess.CompletedProcess:

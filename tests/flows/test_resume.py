@@ -135,3 +135,42 @@ def test_killed_index_build_never_serves_a_partial_collection(tmp_path):
         client.close()
     assert reference.collection == rerun["collection"]
     assert _served_points(ref_home, "docs")[1] == points
+
+
+def test_killed_training_resumes_from_its_checkpoint_to_the_same_end(tmp_path, base_model_dir):
+    """Kill `ragtune train` once its first checkpoint is written; the re-run with the same run id continues
+    from it and ends at the same step count as an uninterrupted run (and a third run trains nothing)."""
+    from tests.flows.test_train import qa_lines
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps(r) for r in qa_lines()) + "\n")
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(f"base_model: {base_model_dir}\nmax_steps: 6\neval_steps: 2\nsave_steps: 2\nbatch_size: 4\n"
+                   f"learning_rate: 0.002\ndata:\n  qa_paths: [{qa}]\n  rag_context: false\n  max_length: 128\n"
+                   "  validation_fraction: 0.2\n  test_fraction: 0.1\n")
+    prefect_home = tmp_path / "prefect"
+    reference = _cli(["train", "--config", str(cfg), "--run-id", "ref"], tmp_path / "ref", prefect_home)
+
+    home = tmp_path / "ws"
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "train", "--config", str(cfg), "--run-id", "r1"],
+                            env=_env(home, prefect_home), cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+    ckpt = home / "models" / "r1" / "checkpoints"
+    while not list(ckpt.glob("checkpoint-*/trainer_state.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the checkpoint finish writing its last files; a torn one is skipped on resume anyway
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (home / "models" / "r1" / "meta.json").exists()
+
+    resumed = _cli(["train", "--config", str(cfg), "--run-id", "r1"], home, prefect_home)
+    assert resumed["trained"] and resumed["steps"] == reference["steps"] == 6
+    assert resumed["dataset_version"] == reference["dataset_version"]
+    from tasks.workspace import read_json
+
+    meta = read_json(home / "models" / "r1" / "meta.json")
+    assert meta["resumed_from"] is not None and meta["resumed_from"] >= 2
+    done = _cli(["train", "--config", str(cfg), "--run-id", "r1"], home, prefect_home)
+    assert not done["trained"] and done["steps"] == 6

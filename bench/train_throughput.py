@@ -1,0 +1,175 @@
+"""Training throughput: the ragtune path (TRL SFTTrainer as `ragtune train` sets it up) against a minimal
+hand-written PEFT loop on the same model, the same batches and the same LoRA config, in the same run.
+
+Target: ragtune tokens/s >= 0.90 x the hand loop; padding tokens per batch <= 10% (length grouping).
+Tokens are non-padding tokens; the first step of each run is warm-up and not timed; evaluation and
+checkpoints are off while timing (they are not training). Both paths use the same gradient checkpointing
+setting (`--gradient-checkpointing`, default off for the comparison; ragtune turns it on for memory).
+
+    python bench/train_throughput.py [--steps 8] [--reps 2] [--batch-size 8] [--quantization auto|4bit|none]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def padding_fraction(batches: list[list[int]]) -> float:
+    pads = sum(max(b) * len(b) - sum(b) for b in batches)
+    return pads / sum(max(b) * len(b) for b in batches)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--quantization", choices=["auto", "4bit", "none"], default="auto")
+    ap.add_argument("--gradient-checkpointing", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    import torch
+    from datasets import Dataset
+    from peft import get_peft_model
+    from transformers import TrainerCallback, get_cosine_schedule_with_warmup, set_seed
+    from trl import SFTTrainer
+
+    from tasks.config import SFTDataConfig, TrainConfig
+    from tasks.model import PACKAGED_LLM, load_tokenizer, resolve_base_model
+    from tasks.sft import build_sft_dataset, load_split
+    from tasks.train import (
+        bitsandbytes_available,
+        build_lora_config,
+        build_sft_args,
+        choose_device,
+        load_base_model,
+        to_prompt_completion,
+    )
+    from tasks.workspace import Workspace
+
+    device = choose_device()
+    quantized = args.quantization == "4bit" or (args.quantization == "auto" and bitsandbytes_available())
+    cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, gradient_checkpointing=args.gradient_checkpointing,
+                      data=SFTDataConfig(rag_context=False))
+    out: dict = {"device": device, "quantized": quantized, "batch_size": args.batch_size, "steps": args.steps}
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.times: list[float] = []
+
+        def on_step_begin(self, a, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):
+            self.times.append(time.perf_counter() - self.t0)
+
+    with tempfile.TemporaryDirectory(prefix="ragtune-bench-train-") as tmp:
+        ws = Workspace(Path(tmp)).ensure()
+        base = resolve_base_model(ws, PACKAGED_LLM)
+        tok = load_tokenizer(base)
+        sft = build_sft_dataset(ws, cfg.data, tok, PACKAGED_LLM, "bench")
+        train_rows = [to_prompt_completion(r) for r in load_split(sft.path, "train")]
+
+        def make_trainer(timer=None):
+            sft_args = build_sft_args(cfg, Path(tmp) / "ckpt", device, cfg.data.max_length)
+            sft_args.eval_strategy = "no"
+            sft_args.save_strategy = "no"
+            sft_args.load_best_model_at_end = False
+            sft_args.eval_on_start = False
+            sft_args.logging_steps = 1000
+            trainer = SFTTrainer(model=load_base_model(base, device, quantized), args=sft_args,
+                                 train_dataset=Dataset.from_list(train_rows), processing_class=tok,
+                                 peft_config=build_lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
+                                 callbacks=[timer] if timer else [])
+            if quantized and device == "cpu":
+                for p in trainer.model.parameters():
+                    if p.requires_grad:
+                        p.data = p.data.float()
+            return trainer
+
+        # the batches the ragtune path trains on (its sampler, its collator): the hand loop uses the same ones
+        probe = make_trainer()
+        batches = []
+        for i, b in enumerate(probe.get_train_dataloader()):
+            if i >= args.steps:
+                break
+            batches.append({k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "labels")})
+        lengths = [b["attention_mask"].sum(1).tolist() for b in batches]
+        out["padding_fraction"] = padding_fraction(lengths)
+        all_lengths = [len(x) for x in probe.train_dataset["input_ids"]]
+        g = torch.Generator().manual_seed(0)
+        order = torch.randperm(len(all_lengths), generator=g).tolist()
+        rand_batches = [[all_lengths[j] for j in order[i:i + args.batch_size]]
+                        for i in range(0, len(order) - args.batch_size + 1, args.batch_size)]
+        out["padding_fraction_random_order"] = padding_fraction(rand_batches)
+        del probe
+        step_tokens = [int(b["attention_mask"].sum()) for b in batches]
+
+        def hand_loop() -> float:
+            model = load_base_model(base, device, quantized)
+            set_seed(cfg.seed)
+            model = get_peft_model(model, build_lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout))
+            if args.gradient_checkpointing:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                model.enable_input_require_grads()
+            model.train()
+            params = [p for p in model.parameters() if p.requires_grad]
+            for p in params:
+                p.data = p.data.float()
+            opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+            sched = get_cosine_schedule_with_warmup(opt, max(1, int(0.1 * args.steps)), args.steps)
+            times = []
+            for b in batches:
+                b = {k: v.to(device) for k, v in b.items()}
+                t = time.perf_counter()
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+                    loss = model(**b).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t)
+            return sum(step_tokens[1:]) / sum(times[1:])
+
+        def ragtune_path() -> float:
+            timer = StepTimer()
+            make_trainer(timer).train()
+            return sum(step_tokens[1:]) / sum(timer.times[1:len(step_tokens)])
+
+        hand, ours = [], []
+        for _ in range(args.reps):  # alternate, so drift on a noisy machine hits both
+            hand.append(hand_loop())
+            ours.append(ragtune_path())
+        out.update(hand_tokens_per_s=statistics.median(hand), ragtune_tokens_per_s=statistics.median(ours),
+                   runs={"hand": hand, "ragtune": ours})
+        out["ratio"] = out["ragtune_tokens_per_s"] / out["hand_tokens_per_s"]
+        if device == "cuda":
+            out["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+
+    if args.json:
+        print(json.dumps(out))
+        return
+    print(f"{device}, {'4-bit NF4' if quantized else 'no quantisation'}, batch {args.batch_size}, {args.steps} steps x "
+          f"{args.reps} alternating runs")
+    print(f"hand-written PEFT loop  {out['hand_tokens_per_s']:8.1f} tokens/s  {[round(x, 1) for x in hand]}")
+    print(f"ragtune (SFTTrainer)    {out['ragtune_tokens_per_s']:8.1f} tokens/s  {[round(x, 1) for x in ours]}")
+    print(f"ratio {out['ratio']:.3f} (target >= 0.90) {'PASS' if out['ratio'] >= 0.9 else 'MISS'}")
+    print(f"padding per batch: {out['padding_fraction']:.3f} with length grouping (target <= 0.10 "
+          f"{'PASS' if out['padding_fraction'] <= 0.10 else 'MISS'}), {out['padding_fraction_random_order']:.3f} "
+          "in random order")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""train flow: build the SFT dataset, fine-tune a QLoRA adapter, publish a summary and the loss history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from tasks.config import TrainConfig
+from tasks.workspace import Workspace
+
+
+@flow(name="train", description="Fine-tune a QLoRA adapter on the Q/A set (with retrieved context).")
+def train_flow(config: TrainConfig = TrainConfig(), home: str | None = None) -> dict[str, Any]:  # noqa: B008
+    """Returns references: run id, adapter folder, dataset version, steps, losses, device, quantisation."""
+    from tasks.report import publish_train_artifacts
+    from tasks.train import result_dict, train_task
+
+    logger = get_run_logger()
+    ws = Workspace.from_env(home).ensure()
+    with ws.lock("train"):
+        res = result_dict(train_task(str(ws.root), config))
+    logger.info("adapter %s (%s steps, eval loss %s, %s, %s)", res["adapter_dir"], res["steps"], res["eval_loss"],
+                res["device"], "4-bit" if res["quantized"] else "no quantisation")
+    publish_train_artifacts(res)
+    return res

@@ -1,0 +1,308 @@
+"""train: QLoRA supervised fine-tuning with TRL's SFTTrainer and PEFT — 4-bit NF4 + bf16 on CUDA, 4-bit NF4 with a
+float32 compute dtype on CPU (bitsandbytes 0.50), or plain LoRA when bitsandbytes is unavailable."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.config import TrainConfig
+from tasks.workspace import Workspace, atomic_write_json, new_run_id, read_json, utc_now
+
+log = logging.getLogger("ragtune.train")
+StepReport = Callable[[int, int, float | None, float | None], None]  # (step, max_steps, loss, eval_loss)
+
+
+class TrainingError(RuntimeError):
+    """A training run that cannot start or did not produce an adapter."""
+
+
+# --- small pure factories -------------------------------------------------------------------------
+
+def choose_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def bitsandbytes_available() -> bool:
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception:  # an import error or a broken native library: train without it
+        return False
+    return True
+
+
+def build_quantization_config(device: str) -> Any:
+    """4-bit NF4 with double quantisation; bf16 compute on CUDA, float32 on CPU (no fast bf16 matmul there)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+
+
+def build_lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05,
+                      target_modules: str | list[str] = "all-linear", use_dora: bool = False) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none",
+                      use_dora=use_dora, task_type="CAUSAL_LM")
+
+
+def build_sft_args(cfg: TrainConfig, output_dir: Path, device: str, max_length: int) -> Any:
+    """SFTConfig: loss on the completion (the assistant answer) only, eval + checkpoints every N steps, the
+    best checkpoint by validation loss loaded at the end, cosine schedule with warmup, length grouping."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay, seed=cfg.seed, data_seed=cfg.seed, logging_steps=1,
+        eval_strategy="steps", eval_steps=cfg.eval_steps, save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+        max_length=max_length, completion_only_loss=True,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        activation_checkpointing=cfg.gradient_checkpointing, bf16=device == "cuda", use_cpu=device == "cpu",
+        dataloader_num_workers=0, report_to="none", include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True, save_only_model=False, eval_on_start=True,
+    )
+
+
+def weights_digest(model: Any, trainable: bool) -> str:
+    """sha256 over the trainable (adapter) or the frozen (base) parameters, to prove which ones training changed."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters(), key=lambda x: x[0]):
+        if bool(p.requires_grad) == trainable:
+            h.update(name.encode())
+            h.update(p.detach().cpu().contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def to_prompt_completion(row: dict[str, Any]) -> dict[str, Any]:
+    """Chat `messages` -> TRL's conversational prompt-completion form (the loss covers the completion only)."""
+    msgs = row["messages"]
+    if not msgs or msgs[-1]["role"] != "assistant":
+        raise ValueError(f"example {row.get('id')}: the last message must be the assistant's")
+    return {"prompt": msgs[:-1], "completion": msgs[-1:]}
+
+
+def disable_bnb_cpu_repack(model: Any) -> int:
+    """bitsandbytes 0.50 repacks a 4-bit weight in place for CPU inference the first time a layer runs in eval
+    mode (evaluation, generate); later backward passes then go through an op without an autograd kernel and
+    the LoRA gradients are wrong. Turning the repack off keeps training correct after evaluations."""
+    import bitsandbytes as bnb
+
+    n = 0
+    for mod in model.modules():
+        if isinstance(mod, bnb.nn.Linear4bit):
+            mod.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
+
+
+def load_base_model(path: str, device: str, quantize: bool) -> Any:
+    """Base weights from safetensors only, never remote code; 4-bit NF4 when `quantize`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": False}
+    if quantize:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, quantization_config=build_quantization_config(device), device_map=device,
+            dtype=torch.bfloat16 if device == "cuda" else torch.float32, **kwargs)
+        if device == "cpu":
+            disable_bnb_cpu_repack(model)
+        return model
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs).to(device)
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    run_id: str
+    adapter_dir: str
+    steps: int
+    train_loss: float | None
+    eval_loss: float | None
+    device: str
+    quantized: bool
+    dataset_version: str
+    trained: bool  # False when the run had finished before (nothing was trained again)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    tokens_per_s: float | None = None
+
+
+def _callbacks(max_steps: int, report: StepReport | None, patience: int) -> list[Any]:
+    from transformers import EarlyStoppingCallback, TrainerCallback
+
+    class History(TrainerCallback):
+        """Train and eval losses arrive in separate `on_log` calls for the same step."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if report and ("loss" in logs or "eval_loss" in logs):
+                report(state.global_step, max_steps, logs.get("loss"), logs.get("eval_loss"))
+
+    return [History(), EarlyStoppingCallback(early_stopping_patience=patience)]
+
+
+def run_dir(ws: Workspace, run_id: str) -> Path:
+    return ws.models / run_id
+
+
+def train(ws: Workspace, cfg: TrainConfig, report: StepReport | None = None) -> TrainResult:
+    """Build (or reuse) the SFT dataset, train the adapter, write `models/<run_id>/`. An interrupted run with
+    the same run id continues from its last checkpoint on the same dataset version; a finished one is not
+    trained again."""
+    from datasets import Dataset
+
+    from tasks.model import load_tokenizer, resolve_base_model
+    from tasks.provenance import provenance
+    from tasks.sft import build_sft_dataset, load_split
+
+    run_id = cfg.run_id or new_run_id()
+    out = run_dir(ws, run_id)
+    meta = read_json(out / "meta.json", default=None)
+    if meta and meta.get("status") == "complete":
+        log.info("training run %s finished before: not training again", run_id)
+        return TrainResult(run_id, meta["adapter_dir"], meta["steps"], meta["metrics"].get("train_loss"),
+                           meta["metrics"].get("eval_loss"), meta["device"], meta["quantized"],
+                           meta["dataset_version"], False, meta.get("history", []), meta.get("tokens_per_s"))
+    started = read_json(out / "run.json", default=None)
+    if started and started.get("config_fingerprint") != _train_fingerprint(cfg):
+        raise TrainingError(f"run {run_id} was started with another configuration; use a new run id")
+    base_path = resolve_base_model(ws, cfg.base_model)
+    tokenizer = load_tokenizer(base_path)
+    if started:  # resume on exactly the data the run started with
+        dataset_version, dataset_dir = started["dataset_version"], started["dataset_dir"]
+        index_version = started.get("index_version")
+    else:
+        sft = build_sft_dataset(ws, cfg.data, tokenizer, cfg.base_model, run_id)
+        dataset_version, dataset_dir, index_version = sft.version, sft.path, sft.index_version
+    device = choose_device()
+    quantized = cfg.quantization == "4bit" or (cfg.quantization == "auto" and bitsandbytes_available())
+    if quantized and not bitsandbytes_available():
+        raise TrainingError("quantization: 4bit needs bitsandbytes, which cannot be imported here")
+    if not started:
+        atomic_write_json(out / "run.json", {"run_id": run_id, "started_at": utc_now(),
+                                             "config_fingerprint": _train_fingerprint(cfg),
+                                             "dataset_version": dataset_version, "dataset_dir": dataset_dir,
+                                             "index_version": index_version})
+    splits = {s: [to_prompt_completion(r) for r in load_split(dataset_dir, s)] for s in ("train", "validation")}
+    if not splits["train"] or not splits["validation"]:
+        raise TrainingError(f"SFT dataset {dataset_version} needs train and validation examples "
+                            f"({len(splits['train'])} / {len(splits['validation'])})")
+    model = load_base_model(base_path, device, quantized)
+    ckpt_dir = out / "checkpoints"
+    from trl import SFTTrainer
+
+    trainer = SFTTrainer(
+        model=model, args=build_sft_args(cfg, ckpt_dir, device, cfg.data.max_length),
+        train_dataset=Dataset.from_list(splits["train"]), eval_dataset=Dataset.from_list(splits["validation"]),
+        processing_class=tokenizer,
+        peft_config=build_lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, cfg.use_dora),
+        callbacks=_callbacks(cfg.max_steps, report, cfg.early_stopping_patience),
+    )
+    if quantized and device == "cpu":  # TRL keeps adapters of k-bit models in bf16; float32 is faster on CPU
+        for p in trainer.model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    resume = last_complete_checkpoint(ckpt_dir)
+    digests = {"base": weights_digest(trainer.model, False), "adapter": weights_digest(trainer.model, True)}
+    t = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=resume)
+    wall = time.perf_counter() - t
+    final_eval = trainer.evaluate()["eval_loss"]  # the best checkpoint is loaded at the end
+    state = trainer.state
+    weights = {"base_unchanged": weights_digest(trainer.model, False) == digests["base"],
+               "adapter_changed": weights_digest(trainer.model, True) != digests["adapter"]}
+    if not weights["base_unchanged"]:
+        raise TrainingError("training changed base weights; only the adapter may change")
+    history = _logged(state.log_history)  # includes what an interrupted part logged before its checkpoint
+    staging = out / ".adapter-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))  # a PeftModel saves the adapter only (safetensors)
+    tokenizer.save_pretrained(str(staging))
+    adapter = out / "adapter"
+    shutil.rmtree(adapter, ignore_errors=True)
+    staging.rename(adapter)
+    tokens = state.num_input_tokens_seen or 0
+    metrics = {"train_loss": output.training_loss, "eval_loss": final_eval, "best_eval_loss": state.best_metric,
+               "best_checkpoint_step": _step_of(state.best_model_checkpoint), "steps": state.global_step,
+               "train_runtime_s": round(wall, 2)}
+    result = TrainResult(run_id, str(adapter), state.global_step, output.training_loss, final_eval, device, quantized,
+                         dataset_version, True, history, tokens / wall if resume is None and wall else None)
+    atomic_write_json(out / "meta.json", {
+        "status": "complete", "run_id": run_id, "adapter_dir": str(adapter), "base_model": cfg.base_model,
+        "base_model_path": base_path, "tokenizer": cfg.base_model, "dataset": cfg.data.dataset,
+        "dataset_version": dataset_version, "index_version": index_version, "config": cfg.model_dump(mode="json"),
+        "metrics": metrics, "weights": weights, "history": history, "steps": state.global_step, "device": device,
+        "quantized": quantized, "quantization": "nf4-double-quant" if quantized else "none",
+        "compute_dtype": ("bfloat16" if device == "cuda" else "float32"), "resumed_from": _step_of(resume),
+        "tokens_seen": tokens, "tokens_per_s": result.tokens_per_s, "finished_at": utc_now(), **provenance(),
+    })
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the adapter and meta.json are the output
+    log.info("training run %s: %d steps, train loss %.4f, eval loss %.4f (%s, %s)", run_id, state.global_step,
+             output.training_loss, final_eval, device, "4-bit" if quantized else "no quantisation")
+    return result
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest `checkpoint-N` holding its trainer state, optimizer and adapter (a process killed while
+    writing one leaves it torn: the one before is used)."""
+    if not ckpt_dir.is_dir():
+        return None
+    need = ("trainer_state.json", "optimizer.pt", "adapter_model.safetensors")
+    done = [p for p in ckpt_dir.glob("checkpoint-*") if _step_of(str(p)) is not None and all((p / f).exists() for f in need)]
+    return str(max(done, key=lambda p: _step_of(str(p)))) if done else None
+
+
+def _train_fingerprint(cfg: TrainConfig) -> str:
+    return cfg.model_copy(update={"run_id": None}).fingerprint()
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    if not checkpoint:
+        return None
+    try:
+        return int(Path(checkpoint).name.rsplit("-", 1)[-1])
+    except ValueError:
+        return None
+
+
+def _logged(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"step": h.get("step"), "loss": h.get("loss"), "eval_loss": h.get("eval_loss")}
+            for h in log_history if "loss" in h or "eval_loss" in h]
+
+
+def result_dict(r: TrainResult) -> dict[str, Any]:
+    d = asdict(r)
+    for k in ("train_loss", "eval_loss"):
+        if d[k] is not None and not math.isfinite(d[k]):
+            d[k] = None
+    return d
+
+
+# --- Prefect tasks -----------------------------------------------------------------------------
+
+from prefect import task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+
+@task(name="train_adapter", cache_policy=NO_CACHE)
+def train_task(home: str, config: TrainConfig) -> TrainResult:
+    from tasks.report import training_reporter
+
+    return train(Workspace(Path(home)), config, training_reporter())

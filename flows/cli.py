@@ -20,6 +20,8 @@ class CliError(Exception):
 def _prepare_env(verbose: bool) -> None:
     """Logging through Prefect: runs log to the API at INFO; the console shows them only with -v."""
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ragtune")
+    # the temporary server can take longer than Prefect's 20 s default to start on a busy machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from the server
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")

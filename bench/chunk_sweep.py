@@ -38,9 +38,8 @@ def main() -> None:
     ap.add_argument("--settings", default="96/16,128/16,192/32,256/32", help="size/overlap pairs in tokens")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    from qdrant_client import QdrantClient
-
     from tasks.config import IndexConfig
+    from tasks.qdrant import open_local
     from tasks.retrieval_eval import evaluate_retrieval
 
     data = Path(args.data)
@@ -50,7 +49,7 @@ def main() -> None:
         for setting in args.settings.split(","):
             size, overlap = (int(x) for x in setting.split("/"))
             cfg = IndexConfig(chunk_size=size, chunk_overlap=overlap)
-            client = QdrantClient(path=str(Path(tmp) / f"q{size}-{overlap}"))
+            client = open_local(Path(tmp) / f"q{size}-{overlap}")
             t = time.perf_counter()
             res = evaluate_retrieval(client, corpus, data / "queries.jsonl", data / "qrels" / "test.tsv",
                                      ["sparse", "dense", "hybrid"], cfg)

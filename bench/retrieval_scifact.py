@@ -31,16 +31,15 @@ def main() -> None:
     ap.add_argument("--chunk-overlap", type=int, default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    from qdrant_client import QdrantClient
-
     from tasks.config import IndexConfig
+    from tasks.qdrant import open_local
     from tasks.retrieval_eval import evaluate_retrieval
 
     data = Path(args.data)
     updates = {k: v for k, v in {"chunk_size": args.chunk_size, "chunk_overlap": args.chunk_overlap}.items() if v}
     cfg = IndexConfig.model_validate({**IndexConfig().model_dump(), **updates})
     with tempfile.TemporaryDirectory(prefix="ragtune-scifact-") as tmp:
-        client = QdrantClient(path=tmp)
+        client = open_local(Path(tmp))
         t = time.perf_counter()
         res = evaluate_retrieval(client, data / "corpus.jsonl", data / "queries.jsonl", data / "qrels" / "test.tsv",
                                  ["sparse", "dense", "hybrid"], cfg)

@@ -252,8 +252,7 @@ def build_collection(client: Any, collection: str, records: list[dict[str, Any]]
 
 
 def _meta_path(ws: Workspace, collection: str) -> Path:
-    name, _, version = collection.partition("__")
-    return meta_dir(ws, name) / f"{version}.json"
+    return ws.index_meta_path(collection)
 
 
 def _served_meta(ws: Workspace, client: Any, cfg: IndexConfig) -> tuple[str | None, dict[str, Any] | None]:

@@ -1,8 +1,9 @@
-"""The Qdrant connection: a server through QDRANT_URL, else local mode on disk under the workspace."""
+"""The Qdrant connection: a server through QDRANT_URL, else an embedded engine on disk under the workspace."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from tasks.workspace import Workspace
@@ -29,23 +30,52 @@ def resolve_api_key(api_key: str | None = None) -> str | None:
                            f"{str(exc).splitlines()[0]}") from None
 
 
-def open_client(ws: Workspace, url: str | None = None, api_key: str | None = None) -> Any:
-    """QdrantClient for `url` (or QDRANT_URL; key from `resolve_api_key`), else local mode at `<home>/qdrant`."""
+ENGINES = ("edge", "local")
+
+
+def local_engine() -> str:
+    """The embedded engine: `edge` (qdrant-edge, Qdrant's segment engine in-process; the default) or `local`
+    (qdrant-client's local mode), from RAGTUNE_QDRANT_ENGINE."""
+    from tasks import edge
+
+    engine = os.environ.get("RAGTUNE_QDRANT_ENGINE", "").strip().lower() or ("edge" if edge.available() else "local")
+    if engine not in ENGINES:
+        raise ValueError(f"RAGTUNE_QDRANT_ENGINE must be one of {', '.join(ENGINES)}, not {engine!r}")
+    return engine
+
+
+def open_local(path: Path, engine: str | None = None) -> Any:
+    """An embedded Qdrant at `path` (one process at a time); `QdrantBusyError` when another process has it."""
+    from tasks.edge import EdgeBusyError, EdgeClient
+
+    engine = engine or local_engine()
+    path.mkdir(parents=True, exist_ok=True)
+    busy = (f"another process has the local Qdrant index open ({path}); the embedded engine allows one process "
+            "at a time: wait for it, or set QDRANT_URL to use a Qdrant server")
+    if engine == "edge":
+        try:
+            return EdgeClient(path / "edge")
+        except EdgeBusyError:
+            raise QdrantBusyError(busy) from None
     from qdrant_client import QdrantClient
 
-    url = url or os.environ.get("QDRANT_URL")
-    if url:
-        return QdrantClient(url=url, api_key=resolve_api_key(api_key), timeout=60)
-    ws.qdrant.mkdir(parents=True, exist_ok=True)
     try:
-        return QdrantClient(path=str(ws.qdrant))
+        return QdrantClient(path=str(path))
     except RuntimeError as exc:
         if "already accessed" in str(exc):
-            raise QdrantBusyError(
-                f"another process has the local Qdrant index open ({ws.qdrant}); local mode allows one "
-                "process at a time: wait for it, or set QDRANT_URL to use a Qdrant server"
-            ) from None
+            raise QdrantBusyError(busy) from None
         raise
+
+
+def open_client(ws: Workspace, url: str | None = None, api_key: str | None = None) -> Any:
+    """QdrantClient for `url` (or QDRANT_URL; key from `resolve_api_key`), else the embedded engine at
+    `<home>/qdrant`."""
+    url = url or os.environ.get("QDRANT_URL")
+    if url:
+        from qdrant_client import QdrantClient
+
+        return QdrantClient(url=url, api_key=resolve_api_key(api_key), timeout=60)
+    return open_local(ws.qdrant)
 
 
 def alias_target(client: Any, alias: str) -> str | None:
@@ -72,3 +102,24 @@ def collections_of(client: Any, alias: str) -> list[str]:
     """Collections built for an alias, oldest first (names end in a sortable build stamp)."""
     prefix = f"{alias}__"
     return sorted(c.name for c in client.get_collections().collections if c.name.startswith(prefix))
+
+
+def served_state(ws: Workspace, alias: str) -> tuple[str | None, str | None]:
+    """(collection, state) of a served alias, without loading an embedding model. The state names the content:
+    the index version plus the count of in-place updates, so it changes with every rebuild and every incremental
+    update (cache keys and evaluation ids use it). With the embedded engine the alias file is read directly, so
+    the answer costs a file read, not a client start."""
+    from tasks.workspace import read_json
+
+    if not os.environ.get("QDRANT_URL") and local_engine() == "edge":
+        collection = (read_json(ws.qdrant / "edge" / "aliases.json", default={}) or {}).get(alias)
+    else:
+        client = open_client(ws)
+        try:
+            collection = alias_target(client, alias)
+        finally:
+            client.close()
+    if collection is None:
+        return None, None
+    meta = read_json(ws.index_meta_path(collection), default={}) or {}
+    return collection, f"{meta.get('index_version', collection)}+{len(meta.get('updates', []))}"

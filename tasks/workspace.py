@@ -70,6 +70,11 @@ class Workspace:
     def dataset_dir(self, kind: str = "docs") -> Path:
         return self.datasets / kind
 
+    def index_meta_path(self, collection: str) -> Path:
+        """`indexes/<alias>/<version>.json`, the provenance of collection `<alias>__<version>`."""
+        name, _, version = collection.partition("__")
+        return self.root / "indexes" / name / f"{version}.json"
+
     def ensure(self) -> Workspace:
         for p in (self.sources, self.datasets, self.quarantine, self.reports, self.runs):
             p.mkdir(parents=True, exist_ok=True)

@@ -105,8 +105,11 @@ def test_killed_index_build_never_serves_a_partial_collection(tmp_path):
                             cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300
-    collections = home / "qdrant" / "collection"
-    while not [p for p in collections.iterdir() if p.name != old]:  # created after embedding, before upsert
+    from tasks.qdrant import local_engine
+
+    # created after embedding, before upsert and the retrieval check
+    collections = home / "qdrant" / ("edge/collections" if local_engine() == "edge" else "collection")
+    while not [p for p in collections.iterdir() if p.name != old]:
         assert proc.poll() is None and time.monotonic() < deadline, "index ended before it could be killed"
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)

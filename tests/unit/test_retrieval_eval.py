@@ -46,17 +46,17 @@ QRELS = {"q1": "d1", "q2": "d3", "q3": "d5"}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
-def test_eval_on_tiny_beir_set(tmp_path, mode):
-    from qdrant_client import QdrantClient
-
+@pytest.mark.parametrize(("mode", "engine"), [("dense", "edge"), ("sparse", "edge"), ("hybrid", "edge"),
+                                             ("hybrid", "local")])
+def test_eval_on_tiny_beir_set(tmp_path, mode, engine):
     from tasks.config import IndexConfig
+    from tasks.qdrant import open_local
     from tasks.retrieval_eval import evaluate_retrieval
 
     (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in TINY))
     (tmp_path / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in QUERIES.items()))
     (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in QRELS.items()))
-    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    client = open_local(tmp_path / "qdrant", engine=engine)
     try:
         res = evaluate_retrieval(client, tmp_path / "corpus.jsonl", tmp_path / "queries.jsonl", tmp_path / "qrels.tsv",
                                  [mode], IndexConfig())

@@ -293,12 +293,16 @@ class TrainConfig(StageConfig):
                                description="Re-use to resume an interrupted run; empty: a new run id.")
     quantization: Literal["auto", "4bit", "none"] = Field(
         default="auto", description="auto: 4-bit NF4 when bitsandbytes is available (CUDA or CPU), else plain LoRA.")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        default="auto", description="Matrix products in bf16 or float32; auto: bf16 on CUDA and on CPUs with bf16 "
+        "instructions (AVX-512 BF16, AMX), float32 elsewhere.")
     lora_r: int = Field(default=16, ge=1, le=512, description="LoRA rank.")
     lora_alpha: int = Field(default=32, ge=1, description="LoRA scaling numerator (alpha / r).")
     lora_dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
     target_modules: str | list[str] = Field(default="all-linear", description="Modules given adapters.")
     use_dora: bool = Field(default=False, description="Weight-decomposed LoRA (DoRA).")
-    learning_rate: float = Field(default=1e-3, gt=0, description="Peak learning rate (cosine decay after warmup).")
+    learning_rate: float = Field(default=1e-3, ge=0, description="Peak learning rate (cosine decay after warmup); 0 "
+                                 "trains nothing (a control run that must never be promoted).")
     max_steps: int = Field(default=40, ge=1, description="Optimizer steps.")
     batch_size: int = Field(default=8, ge=1, description="Examples per device per step.")
     gradient_accumulation_steps: int = Field(default=1, ge=1, description="Steps accumulated per update.")
@@ -317,3 +321,73 @@ class TrainConfig(StageConfig):
         if self.save_steps % self.eval_steps:
             raise ValueError("save_steps must be a multiple of eval_steps (the best checkpoint is kept by eval_loss)")
         return self
+
+
+class JudgeConfig(StageConfig):
+    """Optional pairwise LLM-as-judge, asked twice per pair with the answers swapped."""
+
+    enabled: bool = Field(default=False, description="Compare candidate and reference answers with a judge model.")
+    model: str = Field(default="", description="Judge: a local causal LM folder or hub id; empty: the candidate's "
+                       "base model (a small model makes a weak judge: use a larger one where you can).")
+    max_examples: int = Field(default=50, ge=1, description="Pairs judged (the first N test questions).")
+
+
+class GateConfig(StageConfig):
+    """Declarative promotion rules: what a candidate must show against the champion (or the base model)."""
+
+    primary_metric: Literal["token_f1", "exact_match", "rouge_l", "bleu"] = Field(
+        default="token_f1", description="The metric that must improve.")
+    min_improvement: float = Field(default=0.02, ge=0, description="Least improvement of the primary metric, in its "
+                                   "units (F1/EM/ROUGE-L 0-1, BLEU 0-100).")
+    require_significant: bool = Field(default=True, description="The bootstrap interval's lower bound of the "
+                                      "improvement must be above zero.")
+    guards: dict[str, float] = Field(
+        default_factory=lambda: {"exact_match": 0.05, "rouge_l": 0.05, "bleu": 5.0},
+        description="Metrics that must not fall by more than the given amount (metric units).")
+    max_perplexity_increase: float | None = Field(
+        default=0.25, ge=0, description="Reference-answer perplexity may rise by at most this fraction; empty: no rule.")
+    max_unsafe_increase: int = Field(default=0, ge=0, description="Unsafe answers (blocklist hits) may rise by at "
+                                     "most this many.")
+    require_same_base: bool = Field(default=True, description="Candidate and champion must share base model and "
+                                    "tokenizer (an adapter only works on the base it was trained on).")
+
+    @field_validator("guards")
+    @classmethod
+    def _known_guards(cls, v: dict[str, float]) -> dict[str, float]:
+        known = {"exact_match", "token_f1", "rouge_l", "bleu"}
+        bad = sorted(set(v) - known)
+        if bad:
+            raise ValueError(f"unknown guard metrics {bad}: choose from {sorted(known)}")
+        if any(t < 0 for t in v.values()):
+            raise ValueError("guard tolerances must not be negative")
+        return v
+
+
+class EvalConfig(StageConfig):
+    """Evaluation of a candidate adapter against the base model and the champion, then the gate."""
+
+    candidate: str | None = Field(default=None, description="Training run id to evaluate; empty: the registry's "
+                                  "challenger, else the newest finished training run.")
+    split: Literal["test", "validation"] = Field(default="test", description="SFT dataset split evaluated.")
+    max_examples: int | None = Field(default=None, ge=1, description="Evaluate only the first N examples.")
+    max_new_tokens: int = Field(default=48, ge=1, le=2048, description="Generation length limit (greedy decoding).")
+    batch_size: int = Field(default=16, ge=1, description="Prompts per generation batch.")
+    retrieval_k: int = Field(default=10, ge=1, le=100, description="Documents retrieved per question for the "
+                             "retrieval metrics (the prompt takes the training run's context_k of them).")
+    bootstrap_samples: int = Field(default=1000, ge=100, le=100_000, description="Paired bootstrap resamples.")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Confidence level of the intervals.")
+    seed: int = Field(default=0, description="Seed of the bootstrap resampling.")
+    safety_blocklist: str = Field(default="data/safety/blocklist.txt",
+                                  description="Blocklist of slurs and hateful phrases checked in every answer.")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="Optional LLM-as-judge.")
+    gate: GateConfig = Field(default_factory=GateConfig, description="Promotion rules.")
+    report_examples: int = Field(default=12, ge=0, description="Per-example answers shown in the HTML report.")
+
+
+class AskConfig(StageConfig):
+    """`ragtune ask`: answer with the champion (or the base model) and retrieved context."""
+
+    max_new_tokens: int = Field(default=96, ge=1, le=2048, description="Answer length limit (greedy decoding).")
+    index_name: str = Field(default="docs", description="Index (alias) to retrieve context from.")
+    cache: bool = Field(default=True, description="Reuse the answer to the same question for the same index and "
+                        "model versions.")

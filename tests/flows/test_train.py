@@ -94,3 +94,36 @@ def test_training_changes_only_the_adapter_and_lowers_validation_loss(tmp_path, 
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in tensors.items())  # B starts at zero
     again = train(ws, tiny_config(qa, base_model_dir, run_id="tiny"))
     assert not again.trained and again.steps == res.steps  # a finished run is not trained again
+
+
+def test_cpu_loss_equals_trls_fused_completion_loss(tmp_path, base_model_dir):
+    """On CPU the trainer takes its loss from the model's own cross-entropy instead of TRL's chunked head: the
+    same completion-only loss, prompt tokens excluded."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from tasks.model import load_tokenizer
+    from tasks.train import (
+        build_lora_config,
+        build_sft_args,
+        load_base_model,
+        sft_trainer_class,
+        to_prompt_completion,
+    )
+
+    rows = [to_prompt_completion({"messages": [{"role": "user", "content": r["question"]},
+                                               {"role": "assistant", "content": r["answer"]}]}) for r in qa_lines()[:8]]
+    cfg = TrainConfig(max_steps=1, batch_size=4, eval_steps=1, save_steps=1)
+    args = build_sft_args(cfg, tmp_path / "ckpt", "cpu", 128, bf16=False)
+    args.eval_strategy, args.load_best_model_at_end, args.eval_on_start = "no", False, False
+    trainer = sft_trainer_class()(model=load_base_model(base_model_dir, "cpu", False, torch.float32), args=args,
+                                  train_dataset=Dataset.from_list(rows), processing_class=load_tokenizer(base_model_dir),
+                                  peft_config=build_lora_config())
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    assert (batch["labels"] == -100).any() and (batch["labels"] != -100).any()  # prompt masked, answer scored
+    n = int((batch["labels"][:, 1:] != -100).sum())
+    with torch.no_grad():
+        ours = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=n)
+        trls = SFTTrainer.compute_loss(trainer, trainer.model, dict(batch), num_items_in_batch=n)
+    assert float(ours) == pytest.approx(float(trls), rel=1e-4)

@@ -72,3 +72,23 @@ def test_messages_carry_numbered_context():
     assert [m["role"] for m in msgs] == ["system", "user", "assistant"]
     assert msgs[1]["content"].startswith("Context:\n[1]") and msgs[1]["content"].endswith("Question: How many days?")
     assert [m["role"] for m in build_messages("q", "a", None, "")] == ["user", "assistant"]
+
+
+def test_length_buckets_cover_every_example_once_with_little_padding():
+    import random
+
+    import torch
+
+    from tasks.train import length_bucketed_order
+
+    rng = random.Random(0)
+    lengths = [rng.randint(40, 400) for _ in range(211)]
+    order = length_bucketed_order(lengths, 8, torch.Generator().manual_seed(1))
+    assert sorted(order) == list(range(211))  # a permutation: nothing dropped or repeated
+    batches = [order[i:i + 8] for i in range(0, len(order), 8)]
+    assert max(lengths[i] for i in batches[0]) == max(lengths)  # the longest batch first
+    pad = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+    assert pad / sum(max(lengths[i] for i in b) * len(b) for b in batches) < 0.05  # ~0.27 in random order
+    again = length_bucketed_order(lengths, 8, torch.Generator().manual_seed(1))
+    other = length_bucketed_order(lengths, 8, torch.Generator().manual_seed(2))
+    assert again == order and other != order  # deterministic per seed, reshuffled per epoch

@@ -97,78 +97,6 @@ def print_ingest(out: dict[str, Any]) -> None:
         print(f"  quarantine: {out['quarantine_dir']}")
 
 
-def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
-    from flows.pipeline import PipelineConfig, pipeline_flow
-    from flows.train import train_flow
-    from tasks.config import TrainConfig
-    from tasks.workspace import Workspace
-
-    result = pipeline_flow(PipelineConfig())
-    ws = Workspace.from_env()
-    searches = _demo_searches(ws, result["index"])
-    # one demo run per index version: re-running the demo on unchanged data trains nothing again
-    train_cfg = TrainConfig.model_validate({**DEMO_TRAIN, "run_id": f"demo-{result['index']['index_version']}"})
-    out = {"workspace": str(ws.root), "ingest": _ingest_output(result["ingest"]), "index": result["index"],
-           "searches": searches, "train": train_flow(train_cfg)}
-    if not args.json:
-        print(f"ragtune demo — workspace {out['workspace']}\n")
-        print("ingest (bundled sample corpus):")
-        print_ingest(out["ingest"])
-        _print_sample_titles(out["ingest"]["dataset_dir"])
-        ix = out["index"]
-        from tasks.report import describe_check
-
-        print(f"\nindex {ix['name']} -> {ix['collection']}: {ix['chunks']} chunks; {describe_check(ix['check'])}")
-        for s in out["searches"]:
-            print(f"\n  search ({s['mode']}): {s['query']}")
-            for h in s["hits"]:
-                print(f"    [{h['score']:.3f}] {where(h)}  ({h['doc_id']})")
-        tr = out["train"]
-        fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-        evals = [h["eval_loss"] for h in tr["history"] if h.get("eval_loss") is not None]
-        print(f"\ntrain (QLoRA on the sample Q/A set, retrieved context in each prompt): run {tr['run_id']}"
-              f"{'' if tr['trained'] else ' (finished before)'}")
-        print(f"  {tr['steps']} steps on {tr['device']} ({'4-bit NF4' if tr['quantized'] else 'LoRA'}); validation loss "
-              f"{fmt(evals[0] if evals else None)} -> {fmt(tr['eval_loss'])}")
-        print(f"  adapter: {tr['adapter_dir']}")
-    return out
-
-
-# A short run that fits the demo's time on a 2-core CPU; `ragtune train` uses the full defaults.
-DEMO_TRAIN = {"max_steps": 16, "batch_size": 8, "eval_steps": 8, "save_steps": 8,
-              "data": {"context_k": 2, "context_chars": 300}}
-
-
-DEMO_QUERIES = ["How many days of paid annual leave do employees get?", "How do I run Relay behind an HTTP proxy?",
-                "서울 사무소 회의실은 어떻게 예약하나요?"]
-
-
-def _demo_searches(ws, index: dict[str, Any]) -> list[dict[str, Any]]:
-    from tasks.config import IndexConfig
-    from tasks.qdrant import open_client
-    from tasks.search import search_collection
-
-    client = open_client(ws)
-    try:
-        cfg = IndexConfig(name=index["name"])
-        return [{"query": q, "mode": "hybrid", "hits": [
-            {k: h.get(k) for k in ("score", "doc_id", "source_uri", "title", "section")}
-            for h in search_collection(client, index["collection"], q, cfg, 3, "hybrid")]} for q in DEMO_QUERIES]
-    finally:
-        client.close()
-
-
-def _print_sample_titles(dataset_dir: str, n: int = 5) -> None:
-    from pathlib import Path
-
-    from tasks.records import read_records
-
-    records = read_records(Path(dataset_dir) / "records.parquet")
-    print(f"\n  {len(records)} documents, for example:")
-    for r in records[:: max(1, len(records) // n)][:n]:
-        print(f"    {r['doc_id']:<45} {r['title'][:60]}")
-
-
 def _index_config(args: argparse.Namespace):
     from tasks.config import IndexConfig, load_yaml_config
 
@@ -258,8 +186,7 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> dict[str, Any]:
     import shutil
     from pathlib import Path
 
-    from qdrant_client import QdrantClient
-
+    from tasks.qdrant import open_local
     from tasks.retrieval_eval import evaluate_retrieval
     from tasks.workspace import Workspace, new_run_id
 
@@ -268,7 +195,7 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> dict[str, Any]:
             raise CliError(f"--{label} file not found: {path}")
     cfg = _index_config(args)
     tmp = Workspace.from_env().ensure().runs / f"eval-{new_run_id()}"
-    client = QdrantClient(path=str(tmp))  # a scratch collection: the served index is never touched
+    client = open_local(tmp)  # a scratch collection: the served index is never touched
     try:
         res = evaluate_retrieval(client, Path(args.corpus), Path(args.queries), Path(args.qrels), [args.mode], cfg)
     finally:
@@ -353,7 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=fn)
         return sp
 
-    add("demo", cmd_demo, "run the main job on the bundled sample data")
+    from flows.cli_models import add_commands
+    from flows.demo import cmd_demo
+
+    add("demo", cmd_demo, "the whole loop on the bundled sample: ingest, index, train, evaluate, promote")
     ing = add("ingest", cmd_ingest, "collect, clean, validate and publish a document dataset version")
     ing.add_argument("--source", action="append", metavar="PATH_OR_URL_OR_hf:NAME",
                      help="a folder or file, an http(s) URL, or hf:NAME (repeatable; default: the bundled sample)")
@@ -395,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Q/A JSONL file (repeatable; default data/sample/qa.jsonl)")
     tr.add_argument("--no-rag-context", action="store_true", help="closed-book: no retrieved passages in prompts")
     tr.add_argument("--run-id", metavar="ID", help="resume this run from its last checkpoint (or return it if done)")
+    add_commands(add)
     add("status", cmd_status, "show the workspace's current dataset version")
     return p
 

@@ -149,3 +149,20 @@ def publish_train_artifacts(summary: dict[str, Any]) -> None:
             for h in summary.get("history") or []]
     if rows:
         create_table_artifact(table=rows, key="train-loss-history", description="Loss per step")
+
+
+def publish_evaluation_artifacts(result: dict[str, Any]) -> None:
+    """Markdown summary (decision, metrics per system, rules) and a table of the comparisons with intervals."""
+    if not in_prefect_run():
+        return
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    from tasks.html_report import evaluation_markdown
+
+    create_markdown_artifact(markdown=evaluation_markdown(result), key="evaluation-summary",
+                             description="Evaluation and gate decision")
+    rows = [{"reference": ref, "metric": m, "candidate": c.get("candidate"), "reference_value": c.get("reference"),
+             "difference": c.get("diff"), "ci_low": c.get("ci_low"), "ci_high": c.get("ci_high")}
+            for ref, comp in result["comparisons"].items() for m, c in comp.items()]
+    create_table_artifact(table=rows, key="evaluation-comparisons",
+                          description="Candidate minus reference, with paired bootstrap intervals")

@@ -151,12 +151,12 @@ def build_messages(question: str, answer: str, context: str | None, system_promp
     return [*msgs, {"role": "user", "content": user}, {"role": "assistant", "content": answer}]
 
 
-def retrieve_contexts(ws: Workspace, questions: list[str], cfg: SFTDataConfig) -> tuple[list[list[dict[str, Any]]], str]:
-    """Top-k chunks from the served index for each question (hybrid, as served); returns (passages per
-    question, index version). All questions are embedded in one call."""
+def retrieve_contexts(ws: Workspace, questions: list[str], cfg: SFTDataConfig, k: int | None = None,
+                      ) -> tuple[list[list[dict[str, Any]]], str]:
+    """Top-k chunks (`k`, else `cfg.context_k`) from the served index for each question (hybrid, as served);
+    returns (passages per question, index version). All questions are embedded in one call."""
     from tasks.config import IndexConfig
     from tasks.embed import embed_texts
-    from tasks.index import _meta_path
     from tasks.qdrant import alias_target, open_client
     from tasks.search import search_collection
     from tasks.workspace import read_json
@@ -167,10 +167,10 @@ def retrieve_contexts(ws: Workspace, questions: list[str], cfg: SFTDataConfig) -
         if collection is None:
             raise FileNotFoundError(f"rag_context is on but no index named {cfg.index_name!r} is served in "
                                     f"{ws.root}: run `ragtune index` first, or set rag_context: false")
-        meta = read_json(_meta_path(ws, collection), default={}) or {}
+        meta = read_json(ws.index_meta_path(collection), default={}) or {}
         icfg = IndexConfig.model_validate(meta["config"]) if meta.get("config") else IndexConfig(name=cfg.index_name)
         vectors = embed_texts(questions, icfg.embedding_model)
-        out = [search_collection(client, collection, q, icfg, cfg.context_k, "hybrid", dense_vector=v.tolist())
+        out = [search_collection(client, collection, q, icfg, k or cfg.context_k, "hybrid", dense_vector=v.tolist())
                for q, v in zip(questions, vectors, strict=True)]
         return out, str(meta.get("index_version") or collection)
     finally:
@@ -263,6 +263,7 @@ def build_examples(ws: Workspace, items: list[QAItem], cfg: SFTDataConfig, token
         rows.append({
             "id": it.id, "unit": it.unit, "question": it.question, "answer": it.answer, "doc_id": it.doc_id,
             "messages": messages, "context_doc_ids": [h["doc_id"] for h in hits],
+            "given_messages": it.messages is not None,  # a conversation given as is: not rebuilt at evaluation
             "question_key": normalize_question(it.question), "group": rep[g],
             "split": assign_split(rep[g], cfg.validation_fraction, cfg.test_fraction, cfg.split_salt),
             "n_tokens": token_length(tokenizer, messages) if all(m.get("content") for m in messages) else 0,

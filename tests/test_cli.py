@@ -12,7 +12,8 @@ import pytest
 
 from tests.conftest import GOOD_TEXT, PROJECT_ROOT
 
-COMMANDS = ["demo", "ingest", "index", "search", "eval-retrieval", "train", "status"]
+COMMANDS = ["demo", "ingest", "index", "search", "eval-retrieval", "train", "evaluate", "promote", "rollback", "models",
+            "ask", "status"]
 
 
 def run_cli(args: list[str], home: Path, prefect_home: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -121,3 +122,19 @@ def test_index_and_search_json_contract(tmp_path, prefect_home):
     assert res.returncode == 1 and "chunk_sise" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     res = run_cli(["search", "x", "--filter", "nokey"], home, prefect_home)
     assert res.returncode == 1 and "key=value" in res.stderr
+
+
+def test_model_commands_fail_with_one_line_on_an_empty_workspace(tmp_path, prefect_home):
+    home = tmp_path / "ws"
+    res = run_cli(["models", "--json"], home, prefect_home)
+    assert res.returncode == 0 and json.loads(res.stdout) == {"ok": True, "champion": None, "challenger": None,
+                                                             "versions": []}
+    res = run_cli(["rollback", "--json"], home, prefect_home)
+    assert res.returncode == 1 and json.loads(res.stdout) == {"ok": False, "error": "no earlier champion to roll back to"}
+    assert len(res.stderr.strip().splitlines()) == 1
+    res = run_cli(["ask", "How many days of leave?", "--json"], home, prefect_home)
+    assert res.returncode == 1 and "run `ragtune index` first" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = run_cli(["evaluate", "--json"], home, prefect_home)
+    assert res.returncode == 1 and "run `ragtune train` first" in json.loads(res.stdout)["error"]
+    res = run_cli(["promote", "--max-examples", "0"], home, prefect_home)
+    assert res.returncode == 1 and "max_examples" in res.stderr and len(res.stderr.strip().splitlines()) == 1

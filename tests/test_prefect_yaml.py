@@ -31,10 +31,11 @@ def test_entrypoints_load_and_parameters_validate(monkeypatch):
 
 
 def test_config_parameter_has_descriptions():
-    from flows.ingest import ingest_flow
+    from flows.pipeline import pipeline_flow
 
-    defs = ingest_flow.parameters.model_dump()["definitions"]
-    for name in ("CollectConfig", "CleanConfig", "ValidateConfig"):
+    defs = pipeline_flow.parameters.model_dump()["definitions"]
+    for name in ("CollectConfig", "CleanConfig", "ValidateConfig", "IndexConfig", "TrainConfig", "SFTDataConfig",
+                 "EvalConfig", "GateConfig", "JudgeConfig"):
         props = defs[name]["properties"]
         missing = [k for k, v in props.items() if not v.get("description")]
         assert not missing, (name, missing)

@@ -1,0 +1,145 @@
+"""`ragtune evaluate | promote | rollback | ask | models`: the model half of the command line (lazy imports)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _eval_config(args: argparse.Namespace):
+    from tasks.config import EvalConfig, load_yaml_config
+
+    data = load_yaml_config(getattr(args, "config", None))
+    data = data.get("evaluate", data) if isinstance(data.get("evaluate"), dict) else data
+    cfg = EvalConfig.model_validate(data).model_dump()
+    for key in ("candidate", "max_examples", "max_new_tokens"):
+        if getattr(args, key, None) is not None:
+            cfg[key] = getattr(args, key)
+    if getattr(args, "judge", False):
+        cfg["judge"]["enabled"] = True
+    if getattr(args, "judge_model", None):
+        cfg["judge"].update(enabled=True, model=args.judge_model)
+    return EvalConfig.model_validate(cfg)
+
+
+def _fmt(v: Any, p: str = "{:.3f}") -> str:
+    return "—" if v is None else p.format(v)
+
+
+def print_evaluation(res: dict[str, Any]) -> None:
+    d = res["decision"]
+    print(f"evaluation {res['eval_id']}{' (reused)' if res['reused'] else ''}: candidate {res['candidate_version']} "
+          f"(run {res['candidate']}) vs {res['reference']}{' ' + res['champion'] if res.get('champion') else ''}, "
+          f"{res['examples']} questions")
+    systems = list(res["metrics"])
+    print(f"  {'':<14}" + "".join(f"{s:>12}" for s in systems))
+    for m, p in (("token_f1", "{:.3f}"), ("exact_match", "{:.3f}"), ("rouge_l", "{:.3f}"), ("bleu", "{:.1f}"),
+                 ("perplexity", "{:.2f}"), ("unsafe", "{:.0f}")):
+        print(f"  {m:<14}" + "".join(f"{_fmt(res['metrics'][s].get(m), p):>12}" for s in systems))
+    for ref, comp in res["comparisons"].items():
+        c = comp.get(d["primary_metric"], {})
+        print(f"  {d['primary_metric']} candidate − {ref}: {_fmt(c.get('diff'), '{:+.3f}')} "
+              f"[{_fmt(c.get('ci_low'), '{:+.3f}')}, {_fmt(c.get('ci_high'), '{:+.3f}')}]")
+    r = res.get("retrieval") or {}
+    if r.get("questions"):
+        print("  retrieval: " + ", ".join(f"{k} {r[k]:.3f}" for k in r if k.startswith(("recall@", "mrr@", "ndcg@"))))
+    print(f"  gate: {'PASS' if d['passed'] else 'FAIL'} — " + "; ".join(d["reasons"]))
+    print(f"  report: {res['report']}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.evaluate import evaluate_flow
+
+    res = evaluate_flow(_eval_config(args))
+    if not args.json:
+        print_evaluation(res)
+    return res
+
+
+def cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.promote import promote_flow
+
+    out = promote_flow(_eval_config(args))
+    if not args.json:
+        state = "promoted" if out["promoted"] else "not promoted"
+        print(f"candidate {out['candidate']} (run {out['run_id']}) {state}; champion: {out['champion'] or 'none'}")
+        for r in out["reasons"]:
+            print(f"  {r}")
+        print(f"  report: {out['report']}")
+    return {k: out[k] for k in ("promoted", "champion", "candidate", "reasons", "run_id", "evaluation", "report",
+                                "event")}
+
+
+def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks import events, registry
+    from tasks.workspace import Workspace
+
+    ws = Workspace.from_env()
+    old, new = registry.rollback(ws, reason=args.reason)
+    emitted = events.emit("ragtune.model.rolled_back", f"ragtune.model.{new}", {"from": old, "to": new})
+    if not args.json:
+        print(f"champion rolled back from {old} to {new}")
+    return {"from": old, "to": new, "champion": new, "event": "ragtune.model.rolled_back" if emitted else None}
+
+
+def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks import registry
+    from tasks.workspace import Workspace
+
+    ws = Workspace.from_env()
+    state = registry.aliases(ws)
+    rows = [{"version": r["version"], "run_id": r["run_id"], "base_model": r["base_model"],
+             "alias": next((a for a in ("champion", "challenger") if state[a] == r["version"]),
+                           "archived" if r["version"] in state["archived"] else ""),
+             "registered_at": r["registered_at"]} for r in registry.versions(ws)]
+    if not args.json:
+        if not rows:
+            print("no model versions yet (run `ragtune train`, then `ragtune promote`)")
+        for r in rows:
+            print(f"{r['version']:<5} {r['alias']:<11} {r['run_id']:<32} {r['base_model']}")
+    return {"champion": state["champion"], "challenger": state["challenger"], "versions": rows}
+
+
+def cmd_ask(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.ask import ask
+    from tasks.config import AskConfig
+    from tasks.workspace import Workspace
+
+    cfg = AskConfig(max_new_tokens=args.max_new_tokens, cache=not args.no_cache,
+                    **({"index_name": args.name} if args.name else {}))
+    out = ask(Workspace.from_env(), args.question, cfg)
+    if not args.json:
+        print(out["answer"])
+        if out["sources"]:
+            print("\nsources:")
+            from tasks.search import location
+
+            for s in out["sources"]:
+                print(f"  [{s['n']}] {location(s)}  ({s['source_uri']})")
+        print(f"\n{out['model']}, index {out['index_version']}{', cached' if out['cached'] else ''}, "
+              f"{out['seconds']:.2f} s")
+    return out
+
+
+def add_commands(add: Any) -> None:
+    """Register the model commands on the main parser (`add(name, fn, help)` returns the subparser)."""
+    for name, fn, help_ in (("evaluate", cmd_evaluate, "evaluate a trained adapter against the champion and the base "
+                             "model and print the gate's decision"),
+                            ("promote", cmd_promote, "evaluate and gate the candidate; make it the champion only if "
+                             "every rule passes")):
+        sp = add(name, fn, help_)
+        sp.add_argument("--config", metavar="FILE", help="YAML file with EvalConfig fields (or an `evaluate:` section)")
+        sp.add_argument("--candidate", metavar="RUN_ID", help="training run to evaluate (default: the challenger, "
+                        "else the newest finished run)")
+        sp.add_argument("--max-examples", type=int, metavar="N", help="evaluate only the first N test questions")
+        sp.add_argument("--max-new-tokens", type=int, metavar="N", help="generation length limit (default 48)")
+        sp.add_argument("--judge", action="store_true", help="also run the pairwise LLM judge (position-swapped)")
+        sp.add_argument("--judge-model", metavar="PATH_OR_ID", help="judge model (implies --judge)")
+    rb = add("rollback", cmd_rollback, "make the previous champion the champion again")
+    rb.add_argument("--reason", default="manual rollback", help="recorded in the registry history")
+    add("models", cmd_models, "list the registered model versions and their aliases")
+    ask = add("ask", cmd_ask, "answer a question with the champion and retrieved context, citing sources")
+    ask.add_argument("question", help="the question")
+    ask.add_argument("--max-new-tokens", type=int, default=96, metavar="N", help="answer length limit (default 96)")
+    ask.add_argument("--no-cache", action="store_true", help="answer again even if the answer is cached")
+    ask.add_argument("--name", help="index (alias) name (default docs)")

@@ -1,0 +1,136 @@
+"""Inference for evaluation and `ragtune ask`: one base model with any number of LoRA adapters attached, batched
+greedy generation, and the likelihood of reference answers (for perplexity). Weights from safetensors only."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("ragtune.generate")
+BASE = "base"  # the system name of the base model without any adapter
+
+
+def check_adapter_dir(path: str | Path) -> Path:
+    """An adapter folder must hold its config and safetensors weights (PEFT would fall back to a pickle)."""
+    p = Path(path)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        if not (p / name).is_file():
+            raise FileNotFoundError(f"adapter {p} has no {name}: adapters load from safetensors only")
+    return p
+
+
+def load_systems(base_path: str, adapters: dict[str, str], device: str | None = None, precision: str = "auto",
+                 ) -> tuple[Any, Any]:
+    """The base model (bf16 where the device computes it fast, else float32) with each adapter attached under its
+    name; returns (model, tokenizer). `use_system(model, name)` selects one of them, or the bare base model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tasks.model import load_tokenizer
+    from tasks.train import compute_dtype
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = compute_dtype(device, precision)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, use_safetensors=True,
+                                                 trust_remote_code=False).to(device)
+    tokenizer = load_tokenizer(base_path)
+    tokenizer.padding_side = "left"  # generation continues after the prompt's last real token
+    if adapters:
+        from peft import PeftModel
+
+        names = list(adapters)
+        model = PeftModel.from_pretrained(model, str(check_adapter_dir(adapters[names[0]])), adapter_name=names[0],
+                                          is_trainable=False)
+        for name in names[1:]:
+            model.load_adapter(str(check_adapter_dir(adapters[name])), adapter_name=name, is_trainable=False)
+    model.eval()
+    return model, tokenizer
+
+
+@contextmanager
+def use_system(model: Any, name: str):
+    """Run the block with adapter `name` active, or with every adapter disabled for `BASE`."""
+    if not hasattr(model, "peft_config"):
+        if name != BASE:
+            raise ValueError(f"no adapter named {name!r} is loaded")
+        yield model
+        return
+    if name == BASE:
+        with model.disable_adapter():
+            yield model
+        return
+    model.set_adapter(name)
+    yield model
+
+
+def prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of the chat prompt up to the assistant turn (the way TRL builds prompt-completion examples)."""
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+
+def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped by length (longest first), so each batch pads little."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def generate(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], max_new_tokens: int = 48,
+             batch_size: int = 16) -> list[str]:
+    """Greedy answers (deterministic) to chat prompts, batched with left padding."""
+    import torch
+
+    ids = [prompt_ids(tokenizer, p) for p in prompts]
+    out: list[str] = [""] * len(prompts)
+    device = next(model.parameters()).device
+    for batch in _batches([len(x) for x in ids], batch_size):
+        width = max(len(ids[i]) for i in batch)
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids[i])) + ids[i] for i in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in batch], device=device)
+        with torch.inference_mode():
+            gen = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                 do_sample=False, num_beams=1, pad_token_id=pad,
+                                 eos_token_id=tokenizer.eos_token_id)
+        for row, i in enumerate(batch):
+            out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True).strip()
+    return out
+
+
+def answer_nll(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], answers: list[str],
+               batch_size: int = 16) -> list[tuple[float, int]]:
+    """(summed negative log-likelihood, token count) of each reference answer given its prompt, over the
+    assistant turn's tokens exactly as training scores them (the completion after the prompt)."""
+    import torch
+
+    pairs = []
+    for p, a in zip(prompts, answers, strict=True):
+        head = prompt_ids(tokenizer, p)
+        full = tokenizer.apply_chat_template([*p, {"role": "assistant", "content": a}], tokenize=True)
+        full = list(full["input_ids"] if hasattr(full, "keys") else full)
+        if full[:len(head)] != head:  # a template that rewrites the prompt part: score the answer tokens alone
+            full = head + tokenizer(a, add_special_tokens=False)["input_ids"]
+        pairs.append((full, len(head)))
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
+    device = next(model.parameters()).device
+    for batch in _batches([len(f) for f, _ in pairs], batch_size):
+        width = max(len(pairs[i][0]) for i in batch)
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([pairs[i][0] + [pad] * (width - len(pairs[i][0])) for i in batch], device=device)
+        mask = torch.tensor([[1] * len(pairs[i][0]) + [0] * (width - len(pairs[i][0])) for i in batch], device=device)
+        labels = input_ids.clone()
+        for row, i in enumerate(batch):
+            labels[row, :pairs[i][1]] = -100
+            labels[row, len(pairs[i][0]):] = -100
+        with torch.inference_mode():
+            logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        target = labels[:, 1:]
+        keep = target != -100
+        picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep
+        for row, i in enumerate(batch):
+            out[i] = (float(-picked[row].sum()), int(keep[row].sum()))
+    return out
+

@@ -11,12 +11,13 @@ export HF_DATASETS_OFFLINE ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup demo test test-fast bench lint clean-workspace help
+.PHONY: setup demo test test-fast bench lint clean-workspace help server server-stop server-status
 
 help:
 	@echo "make demo   - set up .venv and run the main job on the bundled sample (ragtune demo)"
 	@echo "make test   - set up .venv and run the test suite"
 	@echo "make bench  - run the benchmarks under bench/"
+	@echo "make server - start a local Prefect server, bootstrap it, start workers (make server-stop ends them)"
 	@echo "make lint   - ruff"
 
 setup: $(VENV)/.installed
@@ -49,6 +50,16 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+# A local production-like stack in the background: Prefect server + UI, pools, limits, deployments, workers.
+server: setup
+	$(BIN)/python deployments/stack.py start
+
+server-stop:
+	@test -x $(BIN)/python && $(BIN)/python deployments/stack.py stop || true
+
+server-status:
+	$(BIN)/python deployments/stack.py status
 
 clean-workspace:
 	rm -rf .ragtune

@@ -98,14 +98,15 @@ def print_ingest(out: dict[str, Any]) -> None:
 
 
 def _index_config(args: argparse.Namespace):
+    """YAML file values, then flags; only what is given counts as set (the workspace's own config.yaml fills
+    the rest in the flow)."""
     from tasks.config import IndexConfig, load_yaml_config
 
     data = load_yaml_config(getattr(args, "config", None))
     data = data.get("index", data) if isinstance(data.get("index"), dict) else data
-    cfg = IndexConfig.model_validate(data)
     updates = {k: v for k, v in {"name": args.name, "chunk_size": getattr(args, "chunk_size", None),
                                  "chunk_overlap": getattr(args, "chunk_overlap", None)}.items() if v is not None}
-    return IndexConfig.model_validate({**cfg.model_dump(), **updates}) if updates else cfg
+    return IndexConfig.model_validate({**data, **updates})
 
 
 def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
@@ -169,6 +170,10 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
         meta = read_json(meta_dir(ws, cfg.name) / f"{collection.split('__', 1)[1]}.json", default={}) or {}
         if meta.get("config"):
             cfg = type(cfg).model_validate(meta["config"])  # search the way the collection was built
+        if args.mode is None:  # the workspace's preferred mode (a sweep can set it), else hybrid
+            from tasks.sweep import workspace_config
+
+            args.mode = (workspace_config(ws).get("search") or {}).get("mode") or "hybrid"
         hits = search_collection(client, collection, args.query, cfg, args.k, args.mode, filters)
     finally:
         client.close()
@@ -305,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     srch = add("search", cmd_search, "search the served index; every hit cites its source")
     srch.add_argument("query", help="the question or keywords")
     srch.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
-    srch.add_argument("--mode", choices=["dense", "sparse", "hybrid"], default="hybrid", help="default hybrid")
+    srch.add_argument("--mode", choices=["dense", "sparse", "hybrid"],
+                      help="default: the workspace config's search.mode (a sweep can set it), else hybrid")
     srch.add_argument("--filter", action="append", metavar="KEY=VALUE", help="payload filter (repeatable)")
     srch.add_argument("--name", help="index (alias) name (default docs)")
     ev = add("eval-retrieval", cmd_eval_retrieval, "score retrieval on BEIR-format files (nDCG@10, recall, MRR)")
@@ -326,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-rag-context", action="store_true", help="closed-book: no retrieved passages in prompts")
     tr.add_argument("--run-id", metavar="ID", help="resume this run from its last checkpoint (or return it if done)")
     add_commands(add)
+    from flows.cli_ops import add_commands as add_ops
+
+    add_ops(add)
     add("status", cmd_status, "show the workspace's current dataset version")
     return p
 

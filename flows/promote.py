@@ -13,12 +13,17 @@ from tasks.workspace import Workspace
 
 
 @flow(name="promote", description="Evaluate and gate a candidate; promote it to champion only if it passes.")
-def promote_flow(config: EvalConfig = EvalConfig(), home: str | None = None) -> dict[str, Any]:  # noqa: B008
-    """Returns {promoted, champion, candidate, reasons, evaluation (id), report, evaluation_summary}."""
+def promote_flow(config: EvalConfig = EvalConfig(), home: str | None = None,  # noqa: B008
+                 candidate: str | None = None) -> dict[str, Any]:
+    """`candidate` (a training run id, as a `ragtune.model.trained` event carries it) overrides
+    `config.candidate`. Returns {promoted, champion, candidate, reasons, evaluation (id), report,
+    evaluation_summary}."""
     from tasks.promote import apply_decision_task
 
     logger = get_run_logger()
     ws = Workspace.from_env(home).ensure()
+    if candidate:
+        config = config.model_copy(update={"candidate": candidate})
     ev = evaluate_flow(config, home=str(ws.root))
     out = {**apply_decision_task(str(ws.root), ev), "evaluation_summary": ev}
     logger.info("candidate %s %s; champion %s", out["candidate"], "promoted" if out["promoted"] else "not promoted",

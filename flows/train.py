@@ -23,4 +23,9 @@ def train_flow(config: TrainConfig = TrainConfig(), home: str | None = None) -> 
     logger.info("adapter %s (%s steps, eval loss %s, %s, %s)", res["adapter_dir"], res["steps"], res["eval_loss"],
                 res["device"], "4-bit" if res["quantized"] else "no quantisation")
     publish_train_artifacts(res)
+    if res["trained"]:  # a new candidate: the evaluate-and-gate deployment listens for this
+        from tasks.events import emit
+
+        emit("ragtune.model.trained", f"ragtune.model.{res['run_id']}", {
+            k: res[k] for k in ("run_id", "adapter_dir", "dataset_version", "steps", "eval_loss", "device")})
     return res

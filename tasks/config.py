@@ -391,3 +391,39 @@ class AskConfig(StageConfig):
     index_name: str = Field(default="docs", description="Index (alias) to retrieve context from.")
     cache: bool = Field(default=True, description="Reuse the answer to the same question for the same index and "
                         "model versions.")
+
+
+class RetrainPolicy(StageConfig):
+    """When an index update is worth a new training run: enough of the documents changed since the data the
+    champion was trained on, or enough new Q/A examples arrived."""
+
+    min_changed_fraction: float = Field(default=0.10, ge=0, le=1, description="Retrain when at least this share of "
+                                        "documents is new, changed or removed since the champion's document set.")
+    min_new_examples: int = Field(default=25, ge=1, description="Retrain when the Q/A files hold at least this many "
+                                  "more lines than the champion's SFT dataset saw.")
+    dataset: str = Field(default="docs", description="Document dataset compared.")
+
+
+class SweepConfig(StageConfig):
+    """A grid of chunking settings and search modes, scored on a labelled query set (documents as labels)."""
+
+    chunk_sizes: list[int] = Field(default_factory=lambda: [128, 192, 256], description="Chunk sizes in tokens.")
+    chunk_overlaps: list[int] = Field(default_factory=lambda: [16, 32], description="Overlaps in tokens (pairs with "
+                                      "an overlap not below the size are skipped).")
+    modes: list[Literal["dense", "sparse", "hybrid"]] = Field(default_factory=lambda: ["dense", "sparse", "hybrid"],
+                                                               description="Search modes scored per setting.")
+    queries: str = Field(default="data/sample/qa.jsonl", description="Labelled queries: JSONL lines with `question` "
+                         "and `doc_id` (or `doc_ids`); chunk hits are scored through their documents, so changing "
+                         "the chunking needs no new labels.")
+    metric: Literal["ndcg@10", "recall@10", "mrr@10", "recall@1"] = Field(default="ndcg@10",
+                                                                           description="Metric the table is ranked by.")
+    k: int = Field(default=10, ge=1, le=100, description="Documents retrieved per query.")
+    max_parallel: int = Field(default=2, ge=1, le=32, description="Settings built at the same time.")
+    index: IndexConfig = Field(default_factory=IndexConfig, description="Every other index setting (model, BM25).")
+
+    @field_validator("chunk_sizes", "chunk_overlaps", "modes")
+    @classmethod
+    def _not_empty(cls, v: list[Any]) -> list[Any]:
+        if not v:
+            raise ValueError("the grid needs at least one value per axis")
+        return v

@@ -166,3 +166,32 @@ def publish_evaluation_artifacts(result: dict[str, Any]) -> None:
             for ref, comp in result["comparisons"].items() for m, c in comp.items()]
     create_table_artifact(table=rows, key="evaluation-comparisons",
                           description="Candidate minus reference, with paired bootstrap intervals")
+
+
+def publish_policy_artifact(decision: dict[str, Any]) -> None:
+    """The retraining policy's decision, its reasons and numbers, as markdown."""
+    if not in_prefect_run():
+        return
+    from prefect.artifacts import create_markdown_artifact
+
+    lines = [f"# Retraining policy: {'retrain' if decision['retrain'] else 'no retraining'}", ""]
+    lines += [f"- {r}" for r in decision["reasons"]]
+    lines += ["", "| figure | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in decision.get("numbers", {}).items()]
+    create_markdown_artifact(markdown="\n".join(lines), key="retrain-decision", description="Retraining policy")
+
+
+def publish_sweep_artifacts(sweep: dict[str, Any]) -> None:
+    """The ranked table of a retrieval sweep and the best configuration."""
+    if not in_prefect_run():
+        return
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    create_table_artifact(table=sweep["rows"], key="sweep-ranking",
+                          description=f"Settings ranked by {sweep['metric']} on the labelled queries")
+    b = sweep["best"]
+    create_markdown_artifact(key="sweep-best", description="Best retrieval configuration", markdown=(
+        f"# Best: chunk {b['chunk_size']} / overlap {b['chunk_overlap']}, {b['mode']}\n\n"
+        f"{sweep['metric']} {b[sweep['metric']]:.4f} over {b['queries']} labelled queries on dataset "
+        f"`{sweep['dataset_version']}` ({b['chunks']} chunks).\n\n"
+        + (f"Applied to `{sweep['applied']}`." if sweep.get("applied") else "Not applied (run with apply=true).")))

@@ -276,10 +276,11 @@ def train(ws: Workspace, cfg: TrainConfig, report: StepReport | None = None) -> 
     tokenizer = load_tokenizer(base_path)
     if started:  # resume on exactly the data the run started with
         dataset_version, dataset_dir = started["dataset_version"], started["dataset_dir"]
-        index_version = started.get("index_version")
+        index_version, docs_version = started.get("index_version"), started.get("docs_dataset_version")
     else:
         sft = build_sft_dataset(ws, cfg.data, tokenizer, cfg.base_model, run_id)
         dataset_version, dataset_dir, index_version = sft.version, sft.path, sft.index_version
+        docs_version = documents_version(ws, cfg)
     device = choose_device()
     quantized = cfg.quantization == "4bit" or (cfg.quantization == "auto" and bitsandbytes_available())
     if quantized and not bitsandbytes_available():
@@ -288,7 +289,7 @@ def train(ws: Workspace, cfg: TrainConfig, report: StepReport | None = None) -> 
         atomic_write_json(out / "run.json", {"run_id": run_id, "started_at": utc_now(),
                                              "config_fingerprint": _train_fingerprint(cfg),
                                              "dataset_version": dataset_version, "dataset_dir": dataset_dir,
-                                             "index_version": index_version})
+                                             "index_version": index_version, "docs_dataset_version": docs_version})
     splits = {s: [to_prompt_completion(r) for r in load_split(dataset_dir, s)] for s in ("train", "validation")}
     if not splits["train"] or not splits["validation"]:
         raise TrainingError(f"SFT dataset {dataset_version} needs train and validation examples "
@@ -341,7 +342,8 @@ def train(ws: Workspace, cfg: TrainConfig, report: StepReport | None = None) -> 
     atomic_write_json(out / "meta.json", {
         "status": "complete", "run_id": run_id, "adapter_dir": str(adapter), "base_model": cfg.base_model,
         "base_model_path": base_path, "tokenizer": cfg.base_model, "dataset": cfg.data.dataset,
-        "dataset_version": dataset_version, "index_version": index_version, "config": cfg.model_dump(mode="json"),
+        "dataset_version": dataset_version, "index_version": index_version, "docs_dataset_version": docs_version,
+        "config": cfg.model_dump(mode="json"),
         "metrics": metrics, "weights": weights, "history": history, "steps": state.global_step, "device": device,
         "quantized": quantized, "quantization": "nf4-double-quant" if quantized else "none",
         "compute_dtype": "bfloat16" if bf16 else "float32", "resumed_from": _step_of(resume),
@@ -364,6 +366,21 @@ def loaded_eval_loss(state: Any) -> float | None:
         if h.get("step") == step and "eval_loss" in h and h["eval_loss"] == state.best_metric:
             return float(h["eval_loss"])
     return None
+
+
+def documents_version(ws: Workspace, cfg: TrainConfig) -> str | None:
+    """The document dataset version the run's world was built from: the served index's (retrieved context
+    comes from it), else the latest published one. The retraining policy compares against it."""
+    from tasks.publish import latest_version
+    from tasks.qdrant import served_state
+
+    if cfg.data.rag_context:
+        collection, _ = served_state(ws, cfg.data.index_name)
+        if collection:
+            meta = read_json(ws.index_meta_path(collection), default={}) or {}
+            if meta.get("dataset_version"):
+                return meta["dataset_version"]
+    return latest_version(ws)
 
 
 def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
@@ -410,6 +427,19 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 @task(name="train_adapter", cache_policy=NO_CACHE)
 def train_task(home: str, config: TrainConfig) -> TrainResult:
+    """Holds one slot of the global concurrency limit named by RAGTUNE_GPU_LIMIT (set on the gpu work pool; one
+    slot per GPU) for the whole run, so two training runs on one GPU run one after the other."""
+    import os
+    from contextlib import nullcontext
+
     from tasks.report import training_reporter
 
-    return train(Workspace(Path(home)), config, training_reporter())
+    limit = os.environ.get("RAGTUNE_GPU_LIMIT")
+    if limit:
+        from prefect.concurrency.sync import concurrency
+
+        slot = concurrency(limit, occupy=1, strict=True, lease_duration=600)
+    else:
+        slot = nullcontext()
+    with slot:
+        return train(Workspace(Path(home)), config, training_reporter())

@@ -1,0 +1,42 @@
+"""retrain flow: after an index update, ask the retraining policy; train a candidate only when it says so (the
+decision and its reasons are recorded and published either way). The trained run emits `ragtune.model.trained`,
+which starts the evaluate-and-gate deployment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.train import train_flow
+from tasks.config import RetrainPolicy, TrainConfig
+from tasks.workspace import Workspace
+
+
+@task(name="decide_retraining", cache_policy=NO_CACHE)
+def decide_retraining(home: str, policy: RetrainPolicy, config: TrainConfig, trigger: dict[str, Any]) -> dict[str, Any]:
+    from pathlib import Path
+
+    from tasks.policy import decide, record
+
+    ws = Workspace(Path(home))
+    return record(ws, decide(ws, policy, config.data), trigger)
+
+
+@flow(name="retrain", description="Train a new candidate when the retraining policy says the data moved enough.")
+def retrain_flow(policy: RetrainPolicy = RetrainPolicy(), config: TrainConfig = TrainConfig(),  # noqa: B008
+                 home: str | None = None, index_event: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`index_event` is the `ragtune.index.updated` payload that triggered the run (recorded with the decision)."""
+    from tasks.report import publish_policy_artifact
+
+    logger = get_run_logger()
+    ws = Workspace.from_env(home).ensure()
+    decision = decide_retraining(str(ws.root), policy, config, index_event or {})
+    logger.info("retraining policy: %s — %s", "retrain" if decision["retrain"] else "no retraining",
+                "; ".join(decision["reasons"]))
+    publish_policy_artifact(decision)
+    out: dict[str, Any] = {"decision": decision}
+    if decision["retrain"]:
+        out["train"] = train_flow(config, home=str(ws.root))
+    return out

@@ -1,0 +1,67 @@
+"""sweep flow: score a grid of chunk sizes, overlaps and search modes on a labelled query set, the settings built in
+parallel as mapped tasks; a ranked table artifact, the best configuration, and `apply` to make it the index's."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks.config import SweepConfig
+from tasks.workspace import Workspace, atomic_write_json, new_run_id, utc_now
+
+
+@task(name="score_setting", cache_policy=NO_CACHE)
+def score_setting_task(home: str, config: SweepConfig, dataset_version: str, size: int, overlap: int,
+                       scratch: str) -> list[dict[str, Any]]:
+    from tasks.sweep import score_setting
+
+    return score_setting(Workspace(Path(home)), config, dataset_version, size, overlap, Path(scratch))
+
+
+@flow(name="sweep", description="Score chunking settings and search modes on labelled queries; pick the best.",
+      task_runner=ThreadPoolTaskRunner(max_workers=4))
+def sweep_flow(config: SweepConfig = SweepConfig(), home: str | None = None,  # noqa: B008
+               apply: bool = False) -> dict[str, Any]:
+    """Returns {sweep_id, dataset_version, rows (ranked), best, applied}; the table is also an artifact."""
+    from tasks.publish import latest_version
+    from tasks.sweep import apply_best, grid, rank
+
+    logger = get_run_logger()
+    ws = Workspace.from_env(home).ensure()
+    dataset_version = config.index.dataset_version or latest_version(ws, config.index.dataset)
+    if not dataset_version:
+        raise FileNotFoundError(f"no {config.index.dataset} dataset in {ws.root}: run `ragtune ingest` first")
+    settings = grid(config)
+    sweep_id = hashlib.sha256(json.dumps([dataset_version, config.model_dump(mode="json")], sort_keys=True)
+                              .encode()).hexdigest()[:12]
+    scratch = ws.runs / f"sweep-{new_run_id()}"
+    rows: list[dict[str, Any]] = []
+    try:
+        for start in range(0, len(settings), config.max_parallel):  # at most max_parallel builds at a time
+            batch = settings[start:start + config.max_parallel]
+            futures = [score_setting_task.submit(str(ws.root), config, dataset_version, s, o, str(scratch))
+                       for s, o in batch]
+            for f in futures:
+                rows += f.result()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    ranked = rank(rows, config.metric)
+    best = ranked[0]
+    out = {"sweep_id": sweep_id, "dataset_version": dataset_version, "metric": config.metric, "rows": ranked,
+           "best": best, "applied": None, "created_at": utc_now(), "config": config.model_dump(mode="json")}
+    if apply:
+        out["applied"] = str(apply_best(ws, best, sweep_id))
+    atomic_write_json(ws.reports / "sweeps" / f"{sweep_id}.json", out)
+    logger.info("sweep %s: best %s/%s %s %s %.4f%s", sweep_id, best["chunk_size"], best["chunk_overlap"], best["mode"],
+                config.metric, best[config.metric], f"; applied to {out['applied']}" if apply else "")
+    from tasks.report import publish_sweep_artifacts
+
+    publish_sweep_artifacts(out)
+    return out

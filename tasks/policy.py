@@ -1,0 +1,98 @@
+"""The retraining policy: after an index update, compare the documents and the Q/A set with what the champion was
+trained on, and decide — with the numbers and reasons recorded either way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tasks.config import RetrainPolicy, SFTDataConfig
+from tasks.workspace import Workspace, read_json, read_jsonl, utc_now, write_jsonl
+
+
+def changed_fraction(old: dict[str, str], new: dict[str, str]) -> float:
+    """Share of documents (doc_id -> content hash, the union of both sets) that were added, removed or changed."""
+    union = set(old) | set(new)
+    if not union:
+        return 0.0
+    differ = sum(1 for d in union if old.get(d) != new.get(d))
+    return differ / len(union)
+
+
+def qa_lines(paths: list[str]) -> int:
+    """Non-empty lines of the Q/A files (every line is one unit of the SFT dataset's manifest)."""
+    from tasks.config import resolve_local_source
+
+    total = 0
+    for p in paths:
+        path = resolve_local_source(p)
+        if path and path.is_file():
+            with path.open(encoding="utf-8") as fh:
+                total += sum(1 for line in fh if line.strip())
+    return total
+
+
+def _doc_hashes(ws: Workspace, dataset: str, version: str) -> dict[str, str] | None:
+    path = ws.dataset_dir(dataset) / version / "records.parquet"
+    if not path.exists():
+        return None
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["doc_id", "content_hash"]).to_pydict()
+    return dict(zip(table["doc_id"], table["content_hash"], strict=True))
+
+
+def decide(ws: Workspace, policy: RetrainPolicy, data: SFTDataConfig) -> dict[str, Any]:
+    """{retrain, reasons, numbers}: retrain when there is no champion, when the champion's document set is
+    unknown or gone, when the documents changed by at least `min_changed_fraction`, or when the Q/A files grew by
+    at least `min_new_examples` lines."""
+    from tasks import registry
+    from tasks.publish import latest_version
+
+    latest = latest_version(ws, policy.dataset)
+    champ = registry.resolve(ws, "champion")
+    numbers: dict[str, Any] = {"latest_documents": latest, "champion": champ and champ["version"]}
+    if latest is None:
+        return {"retrain": False, "reasons": ["no document dataset published yet"], "numbers": numbers}
+    if champ is None:
+        return {"retrain": True, "reasons": ["there is no champion yet"], "numbers": numbers}
+    meta = read_json(ws.models / champ["run_id"] / "meta.json", default={}) or {}
+    reasons = []
+    base_docs = meta.get("docs_dataset_version")
+    numbers["champion_documents"] = base_docs
+    old = _doc_hashes(ws, policy.dataset, base_docs) if base_docs else None
+    if old is None:
+        reasons.append("the champion's document set is unknown or no longer on disk")
+    else:
+        frac = changed_fraction(old, _doc_hashes(ws, policy.dataset, latest) or {})
+        numbers["changed_fraction"] = round(frac, 4)
+        if frac >= policy.min_changed_fraction:
+            reasons.append(f"{frac:.1%} of documents changed since {base_docs} (threshold "
+                           f"{policy.min_changed_fraction:.0%})")
+    sft_dir = ws.dataset_dir(meta.get("dataset", "sft")) / str(meta.get("dataset_version"))
+    seen_before = (read_json(sft_dir / "stats.json", default={}) or {}).get("counts", {}).get("seen")
+    now = qa_lines(data.qa_paths)
+    numbers.update(qa_lines_now=now, qa_lines_champion=seen_before)
+    if seen_before is not None and now - seen_before >= policy.min_new_examples:
+        reasons.append(f"{now - seen_before} new Q/A lines (threshold {policy.min_new_examples})")
+    if reasons:
+        return {"retrain": True, "reasons": reasons, "numbers": numbers}
+    detail = [f"{numbers.get('changed_fraction', 0):.1%} of documents changed (threshold "
+              f"{policy.min_changed_fraction:.0%})"]
+    if seen_before is not None:
+        detail.append(f"{now - seen_before} new Q/A lines (threshold {policy.min_new_examples})")
+    return {"retrain": False, "reasons": detail, "numbers": numbers}
+
+
+def record(ws: Workspace, decision: dict[str, Any], trigger: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Append the decision to `registry/retrain_decisions.jsonl` (the log of every policy evaluation)."""
+    entry = {"at": utc_now(), **decision, "trigger": trigger or {}}
+    path = ws.registry / "retrain_decisions.jsonl"
+    write_jsonl(path, [*(read_jsonl(path) if path.exists() else []), json.loads(json.dumps(entry, default=str))])
+    return entry
+
+
+def decisions(ws: Workspace) -> list[dict[str, Any]]:
+    path = Path(ws.registry) / "retrain_decisions.jsonl"
+    return read_jsonl(path) if path.exists() else []

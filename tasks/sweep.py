@@ -1,0 +1,92 @@
+"""Retrieval configuration sweep: build one scratch collection per chunking setting, score every search mode on
+a labelled query set through chunk-to-document mapping, rank, and optionally make the best the index config."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tasks.config import IndexConfig, SweepConfig
+from tasks.workspace import Workspace, atomic_write_text, read_json
+
+WORKSPACE_CONFIG = "config.yaml"  # stage configs of this workspace: defaults under CLI flags and parameters
+
+
+def grid(cfg: SweepConfig) -> list[tuple[int, int]]:
+    """(chunk size, overlap) pairs of the grid; overlaps not below the size are left out."""
+    return [(s, o) for s, o in itertools.product(sorted(set(cfg.chunk_sizes)), sorted(set(cfg.chunk_overlaps))) if o < s]
+
+
+def score_setting(ws: Workspace, cfg: SweepConfig, dataset_version: str, size: int, overlap: int, scratch: Path,
+                  ) -> list[dict[str, Any]]:
+    """Build the setting's collection in its own scratch engine folder and score each mode; one row per mode."""
+    from tasks.embed import embed_texts
+    from tasks.index import _load_records, build_collection, load_labelled_queries
+    from tasks.metrics import retrieval_metrics
+    from tasks.qdrant import open_local
+    from tasks.search import search_collection
+
+    icfg = cfg.index.model_copy(update={"chunk_size": size, "chunk_overlap": overlap, "dataset_version": dataset_version})
+    IndexConfig.model_validate(icfg.model_dump())  # the same cross-field checks as a real index config
+    labelled = load_labelled_queries(cfg.queries)
+    folder = scratch / f"{size}-{overlap}"
+    client = open_local(folder)
+    try:
+        t = time.perf_counter()
+        chunks, _, timings = build_collection(client, "sweep__scratch", _load_records(ws, icfg, dataset_version), icfg)
+        build_s = time.perf_counter() - t
+        vectors = embed_texts([q for q, _ in labelled], icfg.embedding_model)
+        rows = []
+        for mode in cfg.modes:
+            runs = {}
+            for i, ((q, _), v) in enumerate(zip(labelled, vectors, strict=True)):
+                hits = search_collection(client, "sweep__scratch", q, icfg, cfg.k * 5, mode, dense_vector=v.tolist())
+                runs[str(i)] = list(dict.fromkeys(h["doc_id"] for h in hits))[: cfg.k]
+            m = retrieval_metrics(runs, {str(i): rel for i, (_, rel) in enumerate(labelled)}, ks=(1, cfg.k))
+            rows.append({"chunk_size": size, "chunk_overlap": overlap, "mode": mode, "chunks": len(chunks),
+                         "build_s": round(build_s, 1), **{k: round(v, 4) for k, v in m.items() if k != "questions"},
+                         "queries": m["questions"]})
+        return rows
+    finally:
+        client.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def rank(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Best first by the metric, then fewer chunks (cheaper to build and serve), then the smaller setting."""
+    ranked = sorted(rows, key=lambda r: (-(r.get(metric) or 0.0), r["chunks"], r["chunk_size"], r["chunk_overlap"]))
+    return [{"rank": i, **r} for i, r in enumerate(ranked, start=1)]
+
+
+def workspace_config(ws: Workspace) -> dict[str, Any]:
+    """The workspace's own config file (`config.yaml`), or {}."""
+    path = ws.root / WORKSPACE_CONFIG
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.exists() else {}
+
+
+def apply_best(ws: Workspace, best: dict[str, Any], sweep_id: str) -> Path:
+    """Write the winning chunk settings into the workspace config's `index:` section (other keys kept)."""
+    data = workspace_config(ws)
+    data["index"] = {**(data.get("index") or {}), "chunk_size": best["chunk_size"], "chunk_overlap": best["chunk_overlap"]}
+    data.setdefault("search", {})["mode"] = best["mode"]
+    path = ws.root / WORKSPACE_CONFIG
+    header = f"# written by ragtune sweep {sweep_id}; edit freely (CLI flags and flow parameters take precedence)\n"
+    atomic_write_text(path, header + yaml.safe_dump(data, sort_keys=True, allow_unicode=True))
+    return path
+
+
+def with_workspace_defaults(ws: Workspace, cfg: IndexConfig) -> IndexConfig:
+    """`cfg` with the workspace config's `index:` values for every field the caller did not set explicitly."""
+    defaults = workspace_config(ws).get("index") or {}
+    if not defaults:
+        return cfg
+    return IndexConfig.model_validate({**cfg.model_dump(), **defaults, **cfg.model_dump(exclude_unset=True)})
+
+
+def load_sweep(ws: Workspace, sweep_id: str) -> dict[str, Any] | None:
+    return read_json(ws.reports / "sweeps" / f"{sweep_id}.json", default=None)

@@ -75,7 +75,10 @@ class NearDuplicateIndex:
         self.threshold = threshold
         self.num_perm = num_perm
         self.seed = seed
-        self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        # Candidates are checked against the threshold with their signatures below, so LSH bands are tuned for
+        # recall: with equal weights (datasketch's default) 128 permutations at 0.8 band as 9 x 13 and miss 7%
+        # of pairs whose Jaccard similarity is 0.9; weighting misses 9:1 bands as 14 x 9 and misses 0.1%.
+        self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.1, 0.9))
         self._sigs: dict[str, np.ndarray] = {}
 
     def _minhash(self, sig: np.ndarray):

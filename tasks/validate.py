@@ -6,6 +6,7 @@ import hashlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,10 @@ def run_suite(
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["row"],
                        "partial_unexpected_count": 20},
     ))
-    result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_id))
+    # run_time given: without it GE parses the run name as a date, and ids such as `...Z-5266ad` (AD!) read as a
+    # UTC offset of 52 hours, which fails the run (about one run id in 2,000)
+    run = RunIdentifier(run_name=run_id, run_time=datetime.now(UTC))
+    result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=run)
     outcomes: list[tuple[Any, list[Any]]] = []
     for key, vr in result.run_results.items():
         for r in vr.results:

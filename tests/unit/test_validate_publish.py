@@ -49,6 +49,13 @@ def test_pii_checks_only_when_redaction_is_on(ws, tmp_path):
     assert res.quarantined == 0
 
 
+def test_run_ids_that_read_as_dates_validate(ws, tmp_path):
+    """GE parses a run name as a date when given no run time: `...Z-5266ad` reads as an offset of 52 h."""
+    write_records(tmp_path / "in.parquet", [rec("a", GOOD_TEXT)])
+    res = validate_records(tmp_path / "in.parquet", ValidateConfig(), ws, "20261202T220101Z-5266ad", tmp_path / "o")
+    assert res.passed == 1
+
+
 def test_table_level_failure_blocks_publishing(ws, tmp_path):
     write_records(tmp_path / "in.parquet", [rec("a", GOOD_TEXT)])
     res = validate_records(tmp_path / "in.parquet", ValidateConfig(min_rows=5, data_docs=False), ws, "r", tmp_path / "o")

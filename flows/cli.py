@@ -142,7 +142,7 @@ def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
         if out["check"]:
             print(f"  {describe_check(out['check'])}")
         if out["timings"]:
-            print("  " + ", ".join(f"{k} {v:.1f}s" for k, v in out["timings"].items()))
+            print("  " + ", ".join(f"{k} {v:.1f}s" for k, v in out["timings"].items() if k != "embed_parts"))
     return out
 
 
@@ -276,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ragtune", description="Keep a RAG index and a QLoRA-tuned LLM fresh.",
                                 epilog=EPILOG)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    p.add_argument("--task-runner", choices=["threads", "dask", "ray"],
+                   help="where flows run their tasks (default threads; RAGTUNE_TASK_RUNNER)")
+    p.add_argument("--runner-address", metavar="ADDR", help="a Dask scheduler or Ray cluster address "
+                   "(default: a local cluster; RAGTUNE_RUNNER_ADDRESS)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, fn: Callable[[argparse.Namespace], dict[str, Any]], help_: str) -> argparse.ArgumentParser:
@@ -353,6 +357,10 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _prepare_env(args.verbose)
+    if args.task_runner:  # read when the flow modules are imported, below
+        os.environ["RAGTUNE_TASK_RUNNER"] = args.task_runner
+    if args.runner_address:
+        os.environ["RAGTUNE_RUNNER_ADDRESS"] = args.runner_address
     real_stdout = sys.stdout
     try:
         # in JSON mode anything a library prints goes to stderr, so stdout holds exactly one object

@@ -8,10 +8,12 @@ from prefect import flow, get_run_logger
 
 from tasks.config import IndexConfig
 from tasks.index import build_index_task
+from tasks.runners import flow_task_runner
 from tasks.workspace import Workspace
 
 
-@flow(name="index", description="Build a verified Qdrant collection for a dataset version and serve it.")
+@flow(name="index", description="Build a verified Qdrant collection for a dataset version and serve it.",
+      task_runner=flow_task_runner())
 def index_flow(config: IndexConfig = IndexConfig(), home: str | None = None,  # noqa: B008
                incremental: bool = False) -> dict[str, Any]:
     """Returns references only: alias, collection, versions, counts, timings and the check results.

@@ -23,6 +23,7 @@ from tasks.publish import (
 )
 from tasks.records import read_fates, read_records
 from tasks.report import publish_ingest_artifacts
+from tasks.runners import flow_task_runner
 from tasks.validate import QuarantineLimitExceeded, check_quarantine_policy, validate_records_task
 from tasks.workspace import Workspace, new_run_id, read_json, write_jsonl
 
@@ -57,7 +58,8 @@ def _summary(run_id: str, version: str | None, counts: dict[str, int], stats: di
     }
 
 
-@flow(name="ingest", description="Collect, clean and validate documents, then publish a dataset version.")
+@flow(name="ingest", description="Collect, clean and validate documents, then publish a dataset version.",
+      task_runner=flow_task_runner())
 def ingest_flow(config: IngestConfig = IngestConfig(), home: str | None = None) -> dict[str, Any]:  # noqa: B008
     """Publish a content-addressed dataset version; every input unit gets exactly one recorded fate."""
     logger = get_run_logger()

@@ -14,6 +14,7 @@ from flows.ingest import ingest_flow
 from flows.promote import promote_flow
 from flows.train import train_flow
 from tasks.config import EvalConfig, IndexConfig, IngestConfig, TrainConfig
+from tasks.runners import flow_task_runner
 
 
 class PipelineConfig(BaseModel):
@@ -37,7 +38,8 @@ def keyed_run_id(prefix: str, index_version: str, cfg: TrainConfig) -> str:
     return f"{prefix}-{h.hexdigest()[:12]}"
 
 
-@flow(name="pipeline", description="The ragtune stages end to end on the configured sources.")
+@flow(name="pipeline", description="The ragtune stages end to end on the configured sources.",
+      task_runner=flow_task_runner())
 def pipeline_flow(config: PipelineConfig = PipelineConfig(), home: str | None = None,  # noqa: B008
                   incremental_index: bool = False, run_training: bool = False, promote: bool = False,
                   run_id_prefix: str | None = None) -> dict[str, Any]:

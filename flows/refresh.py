@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from flows.index import index_flow
 from flows.ingest import ingest_flow
 from tasks.config import IndexConfig, IngestConfig
+from tasks.runners import flow_task_runner
 
 
 class RefreshConfig(BaseModel):
@@ -20,7 +21,8 @@ class RefreshConfig(BaseModel):
     index: IndexConfig = Field(default_factory=IndexConfig, description="The index brought up to date in place.")
 
 
-@flow(name="refresh", description="Ingest the sources and update the served index in place.")
+@flow(name="refresh", description="Ingest the sources and update the served index in place.",
+      task_runner=flow_task_runner())
 def refresh_flow(config: RefreshConfig = RefreshConfig(), home: str | None = None,  # noqa: B008
                  changed_paths: list[str] | None = None, source: str | None = None) -> dict[str, Any]:
     """`changed_paths` and `source` come from a `ragtune.corpus.changed` event: they are recorded and checked

@@ -11,9 +11,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.config import SweepConfig
+from tasks.runners import flow_task_runner
 from tasks.workspace import Workspace, atomic_write_json, new_run_id, utc_now
 
 
@@ -26,7 +26,7 @@ def score_setting_task(home: str, config: SweepConfig, dataset_version: str, siz
 
 
 @flow(name="sweep", description="Score chunking settings and search modes on labelled queries; pick the best.",
-      task_runner=ThreadPoolTaskRunner(max_workers=4))
+      task_runner=flow_task_runner())
 def sweep_flow(config: SweepConfig = SweepConfig(), home: str | None = None,  # noqa: B008
                apply: bool = False) -> dict[str, Any]:
     """Returns {sweep_id, dataset_version, rows (ranked), best, applied}; the table is also an artifact."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,6 +22,8 @@ Progress = Callable[[int, int], None]
 
 
 def _workers(cfg: CleanConfig, n: int) -> int:
+    if mp.current_process().daemon:  # inside a Dask or Ray worker: children are not allowed, clean in-process
+        return 1
     if cfg.workers:
         return cfg.workers
     return min(os.cpu_count() or 1, 8) if n >= 4000 else 1
@@ -43,7 +46,6 @@ def clean_all(records: list[dict[str, Any]], cfg: CleanConfig, progress: Progres
             if progress:
                 progress(done, len(records))
         return
-    import multiprocessing as mp
 
     # spawn, not fork: the parent runs Prefect's threads and event loop, which fork would copy mid-flight
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:

@@ -26,6 +26,7 @@ from tasks.workspace import (
 
 log = logging.getLogger("ragtune.index")
 Progress = Callable[[int, int], None]
+Embedder = Callable[..., Any]  # (texts, model, batch_size, progress) -> float32 array, like embed_texts
 CHUNK_FIELDS = ("id", "doc_id", "source_uri", "title", "section", "chunk_index", "char_start", "char_end", "text",
                 "content_hash")
 UPSERT_BATCH = 256
@@ -228,6 +229,7 @@ def prune_collections(client: Any, ws: Workspace, name: str, keep: int) -> list[
 
 def build_collection(client: Any, collection: str, records: list[dict[str, Any]], cfg: IndexConfig,
                      progress: Progress | None = None, embed_progress: Progress | None = None,
+                     embedder: Embedder | None = None,
                      ) -> tuple[list[dict[str, Any]], float, dict[str, float]]:
     """Chunk, embed (length-sorted across all chunks), weight and upsert `records` into a new collection;
     no alias change."""
@@ -238,8 +240,8 @@ def build_collection(client: Any, collection: str, records: list[dict[str, Any]]
     chunks = chunk_records(records, cfg)
     timings["chunk"] = time.perf_counter() - t
     t = time.perf_counter()
-    dense = embed_texts([embed_input(c["title"], c["text"]) for c in chunks], cfg.embedding_model,
-                        cfg.embed_batch_size, embed_progress)
+    dense = (embedder or embed_texts)([embed_input(c["title"], c["text"]) for c in chunks], cfg.embedding_model,
+                                      cfg.embed_batch_size, embed_progress)
     timings["embed"] = time.perf_counter() - t
     t = time.perf_counter()
     sparse, avg_len = sparse_vectors(chunks, cfg)
@@ -286,7 +288,7 @@ def _serves(meta: dict[str, Any] | None, dataset_version: str, cfg: IndexConfig)
 
 
 def build_index(ws: Workspace, cfg: IndexConfig, client: Any, progress: Progress | None = None,
-                embed_progress: Progress | None = None) -> IndexResult:
+                embed_progress: Progress | None = None, embedder: Embedder | None = None) -> IndexResult:
     """Build (or find) the collection for the dataset version, verify it, then move the alias to it."""
     from tasks.qdrant import switch_alias
 
@@ -315,7 +317,7 @@ def build_index(ws: Workspace, cfg: IndexConfig, client: Any, progress: Progress
         meta_path = _meta_path(ws, collection)
     records = _load_records(ws, cfg, dataset_version)
     atomic_write_json(meta_path, {"collection": collection, "complete": False, "started_at": utc_now()})
-    chunks, avg_len, timings = build_collection(client, collection, records, cfg, progress, embed_progress)
+    chunks, avg_len, timings = build_collection(client, collection, records, cfg, progress, embed_progress, embedder)
     t = time.perf_counter()
     check = verify_collection(client, collection, chunks, cfg)
     timings["verify"] = time.perf_counter() - t
@@ -348,7 +350,7 @@ def _doc_filter(doc_ids: list[str], keep_hashes: list[str]) -> Any:
 
 
 def update_index(ws: Workspace, cfg: IndexConfig, client: Any, progress: Progress | None = None,
-                 embed_progress: Progress | None = None) -> IndexResult:
+                 embed_progress: Progress | None = None, embedder: Embedder | None = None) -> IndexResult:
     """Incremental mode: bring the served collection up to the dataset version in place. Only new and changed
     documents are chunked and embedded; points of changed and removed documents are deleted; the rest is
     untouched. Falls back to a full build when nothing is served yet or the chunking/embedding config changed.
@@ -361,10 +363,10 @@ def update_index(ws: Workspace, cfg: IndexConfig, client: Any, progress: Progres
     current, meta = _served_meta(ws, client, cfg)
     if current is None or not meta or not meta.get("complete"):
         log.info("incremental index %s: nothing served yet, building in full", cfg.name)
-        return build_index(ws, cfg, client, progress, embed_progress)
+        return build_index(ws, cfg, client, progress, embed_progress, embedder)
     if meta.get("build_fingerprint") != cfg.build_fingerprint():
         log.info("incremental index %s: chunking or embedding settings changed, building in full", cfg.name)
-        return build_index(ws, cfg, client, progress, embed_progress)
+        return build_index(ws, cfg, client, progress, embed_progress, embedder)
     if _serves(meta, dataset_version, cfg):
         return IndexResult(cfg.name, current, meta["index_version"], dataset_version, meta["chunks"], meta["points"],
                            False, None, {}, meta.get("check", {}), mode="unchanged")
@@ -391,8 +393,8 @@ def update_index(ws: Workspace, cfg: IndexConfig, client: Any, progress: Progres
         from tasks.sparse import SparseParams, analyze, document_vector
 
         t = time.perf_counter()
-        dense = embed_texts([embed_input(c["title"], c["text"]) for c in chunks], cfg.embedding_model,
-                            cfg.embed_batch_size, embed_progress)
+        dense = (embedder or embed_texts)([embed_input(c["title"], c["text"]) for c in chunks],
+                                          cfg.embedding_model, cfg.embed_batch_size, embed_progress)
         timings["embed"] = time.perf_counter() - t
         t = time.perf_counter()
         params = SparseParams(cfg.bm25_k1, cfg.bm25_b, cfg.stemmer)
@@ -465,16 +467,76 @@ from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 
+@task(name="embed_part", cache_policy=NO_CACHE, retries=1)
+def embed_part_task(texts_path: str, model: str, batch_size: int, out_path: str) -> str:
+    """Embed one part of the texts (read from a file, written as .npy): where the task runner puts it."""
+    import json
+
+    import numpy as np
+
+    from tasks.embed import embed_texts
+
+    texts = json.loads(Path(texts_path).read_text(encoding="utf-8"))
+    np.save(out_path, embed_texts(texts, model, batch_size))
+    return out_path
+
+
+def distributed_embedder(staging: Path, parts: int) -> Embedder:
+    """An embedder that splits the texts into `parts` length-sorted parts and maps `embed_part_task` over them, so
+    a Dask or Ray task runner embeds them on its workers (files in `staging`, which workers must see)."""
+    import json
+
+    import numpy as np
+    from prefect import unmapped
+
+    def embed(texts: list[str], model: str, batch_size: int = 64, progress: Progress | None = None) -> Any:
+        from tasks.embed import embedding_dim
+
+        if not texts:
+            return np.zeros((0, embedding_dim(model)), dtype=np.float32)
+        staging.mkdir(parents=True, exist_ok=True)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # each part pads little
+        groups = [g for g in np.array_split(np.array(order), min(parts, len(texts))) if len(g)]
+        ins, outs = [], []
+        for k, idx in enumerate(groups):
+            path = staging / f"part-{k}.json"
+            path.write_text(json.dumps([texts[i] for i in idx]), encoding="utf-8")
+            ins.append(str(path))
+            outs.append(str(staging / f"part-{k}.npy"))
+        done = embed_part_task.map(ins, unmapped(model), unmapped(batch_size), outs).result()
+        embed.parts_run += len(done)  # type: ignore[attr-defined]
+        out = np.empty((len(texts), np.load(done[0]).shape[1]), dtype=np.float32)
+        for idx, path in zip(groups, done, strict=True):
+            out[idx] = np.load(path)
+        if progress:
+            progress(len(texts), len(texts))
+        return out
+
+    embed.parts_run = 0  # type: ignore[attr-defined]
+    return embed
+
+
 @task(name="build_index", cache_policy=NO_CACHE)
 def build_index_task(home: str, config: IndexConfig, incremental: bool = False) -> IndexResult:
+    import os
+    import shutil
+
     from tasks.qdrant import open_client
     from tasks.report import progress_reporter
+    from tasks.runners import distributed
 
     ws = Workspace(Path(home))
+    staging = ws.runs / f"embed-{new_run_id()}"
+    parts = 2 * int(os.environ.get("RAGTUNE_RUNNER_WORKERS", "2"))  # two parts per worker: stragglers matter less
+    embedder = distributed_embedder(staging, parts) if distributed() else None
     client = open_client(ws)
     try:
         run = update_index if incremental else build_index
-        return run(ws, config, client, progress_reporter("index: points upserted"),
-                   progress_reporter("index: chunks embedded"))
+        res = run(ws, config, client, progress_reporter("index: points upserted"),
+                  progress_reporter("index: chunks embedded"), embedder)
+        if embedder is not None:
+            res.timings["embed_parts"] = embedder.parts_run  # type: ignore[attr-defined]
+        return res
     finally:
         client.close()
+        shutil.rmtree(staging, ignore_errors=True)

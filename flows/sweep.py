@@ -41,6 +41,11 @@ def sweep_flow(config: SweepConfig = SweepConfig(), home: str | None = None,  # 
     settings = grid(config)
     sweep_id = hashlib.sha256(json.dumps([dataset_version, config.model_dump(mode="json")], sort_keys=True)
                               .encode()).hexdigest()[:12]
+    # transformers' lazy module is not safe to import from two threads at once ("cannot import name
+    # 'AutoTokenizer'"): import what the settings' builds use before they start in parallel
+    from sentence_transformers import SentenceTransformer  # noqa: F401
+    from transformers import AutoTokenizer  # noqa: F401
+
     scratch = ws.runs / f"sweep-{new_run_id()}"
     rows: list[dict[str, Any]] = []
     try:

@@ -9,110 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import PROJECT_ROOT, SAMPLE
+from tests.conftest import PROJECT_ROOT
+from tests.integration.helpers import api, deployment_id, runs_of, wait_for, wait_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
-DOCS = ["handbook/leave-policy.md", "handbook/remote-work.md", "handbook/travel-policy.md", "handbook/welcome.md",
-        "product/relay-agent.md"]
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def qa_file(path: Path) -> Path:
-    """Sample Q/A pairs about the copied documents (closed-book, short), enough for all three splits."""
-    rows = [json.loads(line) for line in (SAMPLE / "qa.jsonl").read_text(encoding="utf-8").splitlines()]
-    keep = [r for r in rows if r.get("doc_id") in DOCS][:40]
-    path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, base_model_dir):
-    from deployments import stack as stack_mod
-
-    root = tmp_path_factory.mktemp("stack")
-    corpus = root / "corpus"
-    for doc in DOCS:
-        (corpus / doc).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(SAMPLE / "corpus" / doc, corpus / doc)
-    config = {
-        "ingest": {"collect": {"sources": [str(corpus)]}},
-        "train": {"base_model": base_model_dir, "max_steps": 2, "eval_steps": 2, "save_steps": 2, "batch_size": 4,
-                  "data": {"qa_paths": [str(qa_file(root / "qa.jsonl"))], "rag_context": False, "max_length": 160,
-                           "validation_fraction": 0.15, "test_fraction": 0.15}},
-        "evaluate": {"max_examples": 3, "max_new_tokens": 6, "bootstrap_samples": 100},
-        "retrain": {"min_changed_fraction": 0.5},
-    }
-    (root / "ragtune.yaml").write_text(json.dumps(config), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    state = root / "server"
-    t0 = time.monotonic()
-    rec = stack_mod.start(port=free_port(), home=str(root / "ws"), config=str(root / "ragtune.yaml"), gpu_worker=True,
-                          state=state, gpu_slots=1, base_env=env)
-    rec["startup_s"] = time.monotonic() - t0
-    rec["corpus"] = str(corpus)
-    try:
-        yield rec
-    finally:
-        stopped = stack_mod.stop(state)
-        assert not (state / "stack.json").exists() and len(stopped) == 3  # server + two workers, exactly
-
-
-def api(rec: dict[str, Any]) -> httpx.Client:
-    return httpx.Client(base_url=rec["api_url"], timeout=30)
-
-
-def deployment_id(client: httpx.Client, name: str) -> str:
-    res = client.post("/deployments/filter", json={"deployments": {"name": {"any_": [name]}}})
-    res.raise_for_status()
-    return res.json()[0]["id"]
-
-
-def runs_of(client: httpx.Client, name: str, states: list[str] | None = None) -> list[dict[str, Any]]:
-    body: dict[str, Any] = {"deployments": {"id": {"any_": [deployment_id(client, name)]}}, "sort": "START_TIME_ASC"}
-    if states:
-        body["flow_runs"] = {"state": {"type": {"any_": states}}}
-    res = client.post("/flow_runs/filter", json=body)
-    res.raise_for_status()
-    return res.json()
-
-
-def wait_for(predicate, timeout_s: float, what: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
-def wait_run(client: httpx.Client, run_id: str, timeout_s: float = 600) -> dict[str, Any]:
-    def done():
-        run = client.get(f"/flow_runs/{run_id}").json()
-        return run if run["state_type"] in TERMINAL else None
-
-    run = wait_for(done, timeout_s, f"flow run {run_id}", 2.0)
-    assert run["state_type"] == "COMPLETED", f"{run['name']}: {run['state']['message']}"
-    return run
 
 
 def points_by_doc(home: Path) -> dict[str, set[str]]:
@@ -159,7 +67,7 @@ def test_bootstrap_is_idempotent_and_schedules_have_upcoming_runs(stack):
 def test_rest_api_pipeline_run_then_the_event_chain(stack):
     with api(stack) as client:
         res = client.post(f"/deployments/{deployment_id(client, 'pipeline-manual')}/create_flow_run",
-                          json={"parameters": {"incremental_index": False}})
+                          json={"parameters": {"incremental_index": False}, "idempotency_key": "pipeline-1"})
         assert res.status_code == 201, res.text
         run = wait_run(client, res.json()["id"], 600)
         assert run["parameters"]["incremental_index"] is False and "ingest" in run["parameters"]["config"]
@@ -186,7 +94,8 @@ def test_two_training_runs_started_together_run_one_after_the_other(stack):
         ids = []
         for i in (1, 2):
             res = client.post(f"/deployments/{dep}/create_flow_run",
-                              json={"parameters": {"config": {**config, "run_id": f"together-{i}"}}})
+                              json={"parameters": {"config": {**config, "run_id": f"together-{i}"}},
+                                    "idempotency_key": f"together-{i}"})  # a retried POST makes no second run
             assert res.status_code == 201, res.text
             ids.append(res.json()["id"])
         runs = sorted((wait_run(client, i, 900) for i in ids), key=lambda r: r["start_time"])

@@ -1,0 +1,48 @@
+"""The local production-like stack the integration tests share (one per test session): `prefect server` as a
+subprocess on a free loopback port with a temporary PREFECT_HOME, the bootstrap, and process workers for the cpu
+and gpu pools, over a copy of five sample documents. Everything it started is stopped at the end, also when a
+test fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import pytest
+
+from tests.conftest import SAMPLE
+from tests.integration.helpers import DOCS, free_port, qa_file
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, base_model_dir):
+    from deployments import stack as stack_mod
+
+    root = tmp_path_factory.mktemp("stack")
+    corpus = root / "corpus"
+    for doc in DOCS:
+        (corpus / doc).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SAMPLE / "corpus" / doc, corpus / doc)
+    config = {
+        "ingest": {"collect": {"sources": [str(corpus)]}},
+        "train": {"base_model": base_model_dir, "max_steps": 2, "eval_steps": 2, "save_steps": 2, "batch_size": 4,
+                  "data": {"qa_paths": [str(qa_file(root / "qa.jsonl"))], "rag_context": False, "max_length": 160,
+                           "validation_fraction": 0.15, "test_fraction": 0.15}},
+        "evaluate": {"max_examples": 3, "max_new_tokens": 6, "bootstrap_samples": 100},
+        "retrain": {"min_changed_fraction": 0.5},
+    }
+    (root / "ragtune.yaml").write_text(json.dumps(config), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    state = root / "server"
+    t0 = time.monotonic()
+    rec = stack_mod.start(port=free_port(), home=str(root / "ws"), config=str(root / "ragtune.yaml"), gpu_worker=True,
+                          state=state, gpu_slots=1, base_env=env)
+    rec["startup_s"] = time.monotonic() - t0
+    rec["corpus"] = str(corpus)
+    try:
+        yield rec
+    finally:
+        stopped = stack_mod.stop(state)
+        assert not (state / "stack.json").exists() and len(stopped) == 3  # server + two workers, exactly

@@ -1,0 +1,74 @@
+"""Helpers for the integration tests: the sample subset the stack serves, and a retrying client for its REST API."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import SAMPLE
+
+DOCS = ["handbook/leave-policy.md", "handbook/remote-work.md", "handbook/travel-policy.md", "handbook/welcome.md",
+        "product/relay-agent.md"]
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def qa_file(path: Path) -> Path:
+    """Sample Q/A pairs about the copied documents (closed-book, short), enough for all three splits."""
+    rows = [json.loads(line) for line in (SAMPLE / "qa.jsonl").read_text(encoding="utf-8").splitlines()]
+    keep = [r for r in rows if r.get("doc_id") in DOCS][:40]
+    path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+    return path
+
+
+def api(rec: dict[str, Any]) -> httpx.Client:
+    """An HTTP client that retries what Prefect's own clients retry (503 when SQLite is busy, 429, timeouts): a
+    loaded 2-core machine running the server, two workers and a training flow answers some requests late."""
+    from prefect.client.base import PrefectHttpxSyncClient
+
+    return PrefectHttpxSyncClient(base_url=rec["api_url"], timeout=60, raise_on_all_errors=False)
+
+
+def deployment_id(client: httpx.Client, name: str) -> str:
+    res = client.post("/deployments/filter", json={"deployments": {"name": {"any_": [name]}}})
+    res.raise_for_status()
+    return res.json()[0]["id"]
+
+
+def runs_of(client: httpx.Client, name: str, states: list[str] | None = None) -> list[dict[str, Any]]:
+    body: dict[str, Any] = {"deployments": {"id": {"any_": [deployment_id(client, name)]}}, "sort": "START_TIME_ASC"}
+    if states:
+        body["flow_runs"] = {"state": {"type": {"any_": states}}}
+    res = client.post("/flow_runs/filter", json=body)
+    res.raise_for_status()
+    return res.json()
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval: float = 1.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def wait_run(client: httpx.Client, run_id: str, timeout_s: float = 600) -> dict[str, Any]:
+    def done():
+        run = client.get(f"/flow_runs/{run_id}").json()
+        return run if run["state_type"] in TERMINAL else None
+
+    run = wait_for(done, timeout_s, f"flow run {run_id}", 2.0)
+    assert run["state_type"] == "COMPLETED", f"{run['name']}: {run['state']['message']}"
+    return run

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,12 @@ def cmd_watch(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{EVENT}: {len(payload['added'])} added, {len(payload['changed'])} changed, "
               f"{len(payload['deleted'])} deleted: {', '.join(payload['paths'][:5])}", file=sys.stderr)
 
-    sent = watch(root, args.debounce_ms, on_batch=show)
+    # Ctrl-C or SIGTERM stops it cleanly. The handlers are installed explicitly: a process started in the background
+    # by a non-interactive shell inherits SIGINT as ignored, and a service manager stops with SIGTERM.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    sent = watch(root, args.debounce_ms, on_batch=show, stop_event=stop)
     return {"path": str(root.resolve()), "events": sent}
 
 

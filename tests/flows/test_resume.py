@@ -19,15 +19,21 @@ from tests.conftest import PROJECT_ROOT
 pytestmark = pytest.mark.slow
 
 
-def _env(home: Path, prefect_home: Path) -> dict[str, str]:
-    env = {**os.environ, "RAGTUNE_HOME": str(home), "PREFECT_HOME": str(prefect_home)}
-    env.pop("PREFECT_API_URL", None)
-    return env
+@pytest.fixture(scope="module")
+def prefect_api(prefect_harness) -> str:
+    """The session's Prefect API, for the commands these tests start and kill (no temporary server per command)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
 
 
-def _ingest(src: Path, home: Path, prefect_home: Path) -> dict:
+def _env(home: Path, prefect_api: str) -> dict[str, str]:
+    return {**os.environ, "RAGTUNE_HOME": str(home), "PREFECT_API_URL": prefect_api}
+
+
+def _ingest(src: Path, home: Path, prefect_api: str) -> dict:
     res = subprocess.run([sys.executable, "-m", "flows.cli", "ingest", "--source", str(src), "--json"],
-                         capture_output=True, text=True, env=_env(home, prefect_home), cwd=PROJECT_ROOT, timeout=600)
+                         capture_output=True, text=True, env=_env(home, prefect_api), cwd=PROJECT_ROOT, timeout=600)
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
 
@@ -37,15 +43,14 @@ def _content(version_dir: Path) -> tuple[list[dict], str]:
     return records, (version_dir / "manifest.jsonl").read_text()
 
 
-def test_killed_ingest_resumes_to_the_uninterrupted_result(tmp_path):
+def test_killed_ingest_resumes_to_the_uninterrupted_result(tmp_path, prefect_api):
     src = tmp_path / "src"
     generate_corpus(src, 3000, seed=3)
-    prefect_home = tmp_path / "prefect"
-    reference = _ingest(src, tmp_path / "ref", prefect_home)
+    reference = _ingest(src, tmp_path / "ref", prefect_api)
 
     home = tmp_path / "ws"
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "ingest", "--source", str(src)],
-                            env=_env(home, prefect_home), cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
+                            env=_env(home, prefect_api), cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while not list((home / "runs").glob("ingest-*/clean/records.parquet")):  # killed after clean, before publish
@@ -55,16 +60,16 @@ def test_killed_ingest_resumes_to_the_uninterrupted_result(tmp_path):
     proc.wait()
     assert not (home / "datasets" / "docs" / "latest").exists()  # nothing half-published
 
-    resumed = _ingest(src, home, prefect_home)
+    resumed = _ingest(src, home, prefect_api)
     assert resumed["dataset_version"] == reference["dataset_version"]
     assert resumed["counts"] == reference["counts"]
     assert _content(Path(resumed["dataset_dir"])) == _content(Path(reference["dataset_dir"]))
     assert not list((home / "runs").glob("ingest-*")) and not list((home / "datasets" / "docs").glob(".staging-*"))
 
 
-def _cli(args: list[str], home: Path, prefect_home: Path) -> dict:
+def _cli(args: list[str], home: Path, prefect_api: str) -> dict:
     res = subprocess.run([sys.executable, "-m", "flows.cli", *args, "--json"], capture_output=True, text=True,
-                         env=_env(home, prefect_home), cwd=PROJECT_ROOT, timeout=600)
+                         env=_env(home, prefect_api), cwd=PROJECT_ROOT, timeout=600)
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
 
@@ -87,21 +92,20 @@ def _served_points(home: Path, alias: str) -> tuple[str | None, dict[str, dict]]
         client.close()
 
 
-def test_killed_index_build_never_serves_a_partial_collection(tmp_path):
+def test_killed_index_build_never_serves_a_partial_collection(tmp_path, prefect_api):
     """Kill `ragtune index` once its new collection exists (mid-build): the alias still serves the previous
     collection; the re-run serves a collection equal to an uninterrupted build of the same dataset."""
     from tests.conftest import SAMPLE
 
-    prefect_home = tmp_path / "prefect"
     home = tmp_path / "ws"
     small = tmp_path / "small"
     small.mkdir()
     (small / "leave.md").write_bytes((SAMPLE / "corpus" / "handbook" / "leave-policy.md").read_bytes())
-    _cli(["ingest", "--source", str(small)], home, prefect_home)
-    old = _cli(["index"], home, prefect_home)["collection"]
-    _cli(["ingest", "--source", str(SAMPLE / "corpus")], home, prefect_home)
+    _cli(["ingest", "--source", str(small)], home, prefect_api)
+    old = _cli(["index"], home, prefect_api)["collection"]
+    _cli(["ingest", "--source", str(SAMPLE / "corpus" / "handbook")], home, prefect_api)  # 12 documents
 
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "index"], env=_env(home, prefect_home),
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "index"], env=_env(home, prefect_api),
                             cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300
@@ -117,7 +121,7 @@ def test_killed_index_build_never_serves_a_partial_collection(tmp_path):
     served, _ = _served_points(home, "docs")
     assert served == old
 
-    rerun = _cli(["index"], home, prefect_home)
+    rerun = _cli(["index"], home, prefect_api)
     assert rerun["mode"] == "full" and rerun["collection"] != old and rerun["previous"] == old
     served, points = _served_points(home, "docs")
     assert served == rerun["collection"] and len(points) == rerun["chunks"]
@@ -140,7 +144,7 @@ def test_killed_index_build_never_serves_a_partial_collection(tmp_path):
     assert _served_points(ref_home, "docs")[1] == points
 
 
-def test_killed_training_resumes_from_its_checkpoint_to_the_same_end(tmp_path, base_model_dir):
+def test_killed_training_resumes_from_its_checkpoint_to_the_same_end(tmp_path, base_model_dir, prefect_api):
     """Kill `ragtune train` once its first checkpoint is written; the re-run with the same run id continues
     from it on the same SFT dataset version and ends at the step count of an uninterrupted run (6, as in
     test_train); a third run trains nothing."""
@@ -152,10 +156,9 @@ def test_killed_training_resumes_from_its_checkpoint_to_the_same_end(tmp_path, b
     cfg.write_text(f"base_model: {base_model_dir}\nmax_steps: 6\neval_steps: 2\nsave_steps: 2\nbatch_size: 4\n"
                    f"learning_rate: 0.002\ndata:\n  qa_paths: [{qa}]\n  rag_context: false\n  max_length: 128\n"
                    "  validation_fraction: 0.2\n  test_fraction: 0.1\n")
-    prefect_home = tmp_path / "prefect"
     home = tmp_path / "ws"
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "train", "--config", str(cfg), "--run-id", "r1"],
-                            env=_env(home, prefect_home), cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
+                            env=_env(home, prefect_api), cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 600
     ckpt = home / "models" / "r1" / "checkpoints"
@@ -167,7 +170,7 @@ def test_killed_training_resumes_from_its_checkpoint_to_the_same_end(tmp_path, b
     proc.wait()
     assert not (home / "models" / "r1" / "meta.json").exists()
 
-    resumed = _cli(["train", "--config", str(cfg), "--run-id", "r1"], home, prefect_home)
+    resumed = _cli(["train", "--config", str(cfg), "--run-id", "r1"], home, prefect_api)
     assert resumed["trained"] and resumed["steps"] == 6  # what the uninterrupted run reaches (see test_train)
     from tasks.workspace import read_json
 
@@ -176,5 +179,5 @@ def test_killed_training_resumes_from_its_checkpoint_to_the_same_end(tmp_path, b
     assert meta["dataset_version"] == read_json(home / "models" / "r1" / "run.json")["dataset_version"]
     steps = [h["step"] for h in meta["history"] if h["loss"] is not None]
     assert steps == list(range(1, 7))  # the killed part's log survives in the checkpoint's state
-    done = _cli(["train", "--config", str(cfg), "--run-id", "r1"], home, prefect_home)
+    done = _cli(["train", "--config", str(cfg), "--run-id", "r1"], home, prefect_api)
     assert not done["trained"] and done["steps"] == 6

@@ -44,5 +44,5 @@ def stack(tmp_path_factory, base_model_dir):
     try:
         yield rec
     finally:
-        stopped = stack_mod.stop(state)
+        stopped = stack_mod.stop(state, timeout_s=8)  # SIGKILL what has not exited by then
         assert not (state / "stack.json").exists() and len(stopped) == 3  # server + two workers, exactly

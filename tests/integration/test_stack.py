@@ -7,6 +7,7 @@ only that document's points. Everything the stack started is stopped, also when 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from tests.conftest import PROJECT_ROOT
 from tests.integration.helpers import api, deployment_id, runs_of, wait_for, wait_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
+ARTIFACTS = Path(os.environ.get("RAGTUNE_TEST_ARTIFACTS", PROJECT_ROOT / "test-artifacts"))
 
 
 def points_by_doc(home: Path) -> dict[str, set[str]]:
@@ -88,7 +90,7 @@ def test_rest_api_pipeline_run_then_the_event_chain(stack):
 
 
 def test_two_training_runs_started_together_run_one_after_the_other(stack):
-    with api(stack) as client:
+    with api(stack) as client, automation_paused(client, "ragtune.model.trained"):  # no evaluations meanwhile
         dep = deployment_id(client, "finetune")
         config = client.get(f"/deployments/{dep}").json()["parameters"]["config"]  # the bootstrap's tiny settings
         ids = []
@@ -100,6 +102,21 @@ def test_two_training_runs_started_together_run_one_after_the_other(stack):
             ids.append(res.json()["id"])
         runs = sorted((wait_run(client, i, 900) for i in ids), key=lambda r: r["start_time"])
     assert runs[0]["end_time"] <= runs[1]["start_time"], "the two training runs overlapped"
+
+
+@contextlib.contextmanager
+def automation_paused(client, event: str):
+    """Disable the automations that react to `event` for the duration (each finished training run would
+    otherwise start an evaluation that competes with the second training run for the CPU)."""
+    autos = [a for a in client.post("/automations/filter", json={}).json()
+             if event in json.dumps(a["trigger"]) and a["enabled"]]
+    for a in autos:
+        assert client.patch(f"/automations/{a['id']}", json={"enabled": False}).status_code == 204
+    try:
+        yield
+    finally:
+        for a in autos:
+            client.patch(f"/automations/{a['id']}", json={"enabled": True})
 
 
 def test_watch_event_starts_an_incremental_refresh_of_only_that_document(stack):
@@ -133,4 +150,7 @@ def test_watch_event_starts_an_incremental_refresh_of_only_that_document(stack):
 
     latency = (datetime.fromisoformat(done["start_time"]) - datetime.fromisoformat(occurred)).total_seconds()
     print(f"\nevent -> refresh run start: {latency:.1f} s (target < 10 s); stack startup {stack['startup_s']:.0f} s")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "event-latency.json").write_text(json.dumps(
+        {"event_to_run_start_s": round(latency, 2), "stack_startup_s": round(stack["startup_s"], 1)}))
     assert latency < 60  # the figure is reported; the machine is too noisy to assert the 10 s target

@@ -102,11 +102,11 @@ def main() -> None:
             out["end_to_end_vs_raw"] = (full.chunks / full_s) / (len(chunks) / raw_s)
 
             # 3. no-op incremental run, with the embedding model unloaded first
-            embed.load_model.cache_clear()
+            embed._load_model.cache_clear()
             t = time.perf_counter()
             noop = update_index(ws, cfg, client)
             noop_s = time.perf_counter() - t
-            assert noop.mode == "unchanged" and embed.load_model.cache_info().currsize == 0, "no-op loaded the model"
+            assert noop.mode == "unchanged" and embed._load_model.cache_info().currsize == 0, "no-op loaded the model"
             out["noop"] = {"seconds": noop_s, "vs_full": noop_s / full_s}
 
             # 4. 1% of documents changed (a sentence appended), published as a new version

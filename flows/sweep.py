@@ -19,10 +19,11 @@ from tasks.workspace import Workspace, atomic_write_json, new_run_id, utc_now
 
 @task(name="score_setting", cache_policy=NO_CACHE)
 def score_setting_task(home: str, config: SweepConfig, dataset_version: str, size: int, overlap: int,
-                       scratch: str) -> list[dict[str, Any]]:
+                       scratch: str, query_vectors: str) -> list[dict[str, Any]]:
     from tasks.sweep import score_setting
 
-    return score_setting(Workspace(Path(home)), config, dataset_version, size, overlap, Path(scratch))
+    return score_setting(Workspace(Path(home)), config, dataset_version, size, overlap, Path(scratch),
+                         Path(query_vectors))
 
 
 @flow(name="sweep", description="Score chunking settings and search modes on labelled queries; pick the best.",
@@ -31,7 +32,7 @@ def sweep_flow(config: SweepConfig = SweepConfig(), home: str | None = None,  # 
                apply: bool = False) -> dict[str, Any]:
     """Returns {sweep_id, dataset_version, rows (ranked), best, applied}; the table is also an artifact."""
     from tasks.publish import latest_version
-    from tasks.sweep import apply_best, grid, rank
+    from tasks.sweep import apply_best, embed_queries, grid, rank
 
     logger = get_run_logger()
     ws = Workspace.from_env(home).ensure()
@@ -41,18 +42,16 @@ def sweep_flow(config: SweepConfig = SweepConfig(), home: str | None = None,  # 
     settings = grid(config)
     sweep_id = hashlib.sha256(json.dumps([dataset_version, config.model_dump(mode="json")], sort_keys=True)
                               .encode()).hexdigest()[:12]
-    # transformers' lazy module is not safe to import from two threads at once ("cannot import name
-    # 'AutoTokenizer'"): import what the settings' builds use before they start in parallel
-    from sentence_transformers import SentenceTransformer  # noqa: F401
-    from transformers import AutoTokenizer  # noqa: F401
-
     scratch = ws.runs / f"sweep-{new_run_id()}"
     rows: list[dict[str, Any]] = []
     try:
+        # the questions do not depend on the chunking: embedded once, read by every setting (a file, so that
+        # Dask or Ray workers can read it too)
+        query_vectors = embed_queries(config, scratch / "queries.npy")
         for start in range(0, len(settings), config.max_parallel):  # at most max_parallel builds at a time
             batch = settings[start:start + config.max_parallel]
-            futures = [score_setting_task.submit(str(ws.root), config, dataset_version, s, o, str(scratch))
-                       for s, o in batch]
+            futures = [score_setting_task.submit(str(ws.root), config, dataset_version, s, o, str(scratch),
+                                                 str(query_vectors)) for s, o in batch]
             for f in futures:
                 rows += f.result()
     finally:

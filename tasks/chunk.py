@@ -78,9 +78,13 @@ class TokenCounter:
     @classmethod
     def from_pretrained(cls, name_or_path: str) -> TokenCounter:
         """The tokenizer of a local model folder (or a cached hub id); never downloads."""
-        from transformers import AutoTokenizer
+        from tasks.embed import LOAD_LOCK
 
-        return cls(AutoTokenizer.from_pretrained(name_or_path, local_files_only=True))
+        with LOAD_LOCK:  # see LOAD_LOCK: transformers' first import is not thread-safe
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
+        return cls(tokenizer)
 
     def count(self, text: str) -> int:
         """Number of tokens in `text`, without special tokens."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -20,9 +21,20 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-@lru_cache(maxsize=2)
+# Loads from parallel threads (the sweep's builds) take turns: transformers' lazy module fails when two threads are
+# first to import from it ("cannot import name 'AutoTokenizer'"), and an unlocked cache would load a model twice.
+LOAD_LOCK = threading.RLock()
+
+
 def load_model(name: str = PACKAGED_MODEL, device: str | None = None) -> Any:
-    """A SentenceTransformer on CPU or CUDA; weights load from safetensors, remote code is never trusted."""
+    """A SentenceTransformer on CPU or CUDA; weights load from safetensors, remote code is never trusted. Loaded
+    once per process and (name, device), whichever thread asks first."""
+    with LOAD_LOCK:
+        return _load_model(name, device)
+
+
+@lru_cache(maxsize=2)
+def _load_model(name: str, device: str | None) -> Any:
     from sentence_transformers import SentenceTransformer
 
     path = resolve_model_path(name)

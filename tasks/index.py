@@ -518,17 +518,16 @@ def distributed_embedder(staging: Path, parts: int) -> Embedder:
 
 @task(name="build_index", cache_policy=NO_CACHE)
 def build_index_task(home: str, config: IndexConfig, incremental: bool = False) -> IndexResult:
-    import os
     import shutil
 
     from tasks.qdrant import open_client
     from tasks.report import progress_reporter
-    from tasks.runners import distributed
+    from tasks.runners import distributed, runner_workers
 
     ws = Workspace(Path(home))
     staging = ws.runs / f"embed-{new_run_id()}"
-    parts = 2 * int(os.environ.get("RAGTUNE_RUNNER_WORKERS", "2"))  # two parts per worker: stragglers matter less
-    embedder = distributed_embedder(staging, parts) if distributed() else None
+    # two parts per worker, so that a slow worker holds up less of the build
+    embedder = distributed_embedder(staging, 2 * runner_workers()) if distributed() else None
     client = open_client(ws)
     try:
         run = update_index if incremental else build_index

@@ -17,6 +17,11 @@ def runner_kind() -> str:
     return kind
 
 
+def runner_workers() -> int:
+    """Workers of a local Dask or Ray cluster (RAGTUNE_RUNNER_WORKERS, default 2)."""
+    return int(os.environ.get("RAGTUNE_RUNNER_WORKERS", "2"))
+
+
 def distributed() -> bool:
     """Whether tasks may run in other processes or machines (then embedding is split into parts)."""
     return runner_kind() != "threads"
@@ -31,7 +36,7 @@ def make_task_runner(kind: str | None = None, address: str | None = None, worker
         from prefect.task_runners import ThreadPoolTaskRunner
 
         return ThreadPoolTaskRunner()
-    workers = workers or int(os.environ.get("RAGTUNE_RUNNER_WORKERS", "2"))
+    workers = workers or runner_workers()
     if kind == "dask":
         from prefect_dask import DaskTaskRunner
 

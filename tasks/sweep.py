@@ -22,10 +22,24 @@ def grid(cfg: SweepConfig) -> list[tuple[int, int]]:
     return [(s, o) for s, o in itertools.product(sorted(set(cfg.chunk_sizes)), sorted(set(cfg.chunk_overlaps))) if o < s]
 
 
-def score_setting(ws: Workspace, cfg: SweepConfig, dataset_version: str, size: int, overlap: int, scratch: Path,
-                  ) -> list[dict[str, Any]]:
-    """Build the setting's collection in its own scratch engine folder and score each mode; one row per mode."""
+def embed_queries(cfg: SweepConfig, out: Path) -> Path:
+    """Embed the labelled questions once for the whole sweep (the chunking does not change them) into `out`."""
+    import numpy as np
+
     from tasks.embed import embed_texts
+    from tasks.index import load_labelled_queries
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, embed_texts([q for q, _ in load_labelled_queries(cfg.queries)], cfg.index.embedding_model))
+    return out
+
+
+def score_setting(ws: Workspace, cfg: SweepConfig, dataset_version: str, size: int, overlap: int, scratch: Path,
+                  query_vectors: Path | None = None) -> list[dict[str, Any]]:
+    """Build the setting's collection in its own scratch engine folder and score each mode; one row per mode.
+    `query_vectors`: the questions' embeddings from `embed_queries` (computed here when not given)."""
+    import numpy as np
+
     from tasks.index import _load_records, build_collection, load_labelled_queries
     from tasks.metrics import retrieval_metrics
     from tasks.qdrant import open_local
@@ -40,7 +54,9 @@ def score_setting(ws: Workspace, cfg: SweepConfig, dataset_version: str, size: i
         t = time.perf_counter()
         chunks, _, timings = build_collection(client, "sweep__scratch", _load_records(ws, icfg, dataset_version), icfg)
         build_s = time.perf_counter() - t
-        vectors = embed_texts([q for q, _ in labelled], icfg.embedding_model)
+        vectors = np.load(query_vectors if query_vectors else embed_queries(cfg, folder / "queries.npy"))
+        if len(vectors) != len(labelled):
+            raise ValueError(f"{query_vectors} holds {len(vectors)} query vectors for {len(labelled)} questions")
         rows = []
         for mode in cfg.modes:
             runs = {}

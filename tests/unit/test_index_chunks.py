@@ -42,3 +42,21 @@ def test_every_chunk_fits_with_its_title_and_cites_its_source(counter):
     assert [c["id"] for c in again] == [c["id"] for c in chunks]  # same content, same point ids
     other = chunk_records(records, IndexConfig(chunk_size=96, chunk_overlap=16))
     assert not {c["id"] for c in other} & {c["id"] for c in chunks}  # another chunker config, other ids
+
+
+def test_model_and_tokenizer_loads_from_parallel_threads_load_once():
+    """The sweep builds settings in threads: loads must neither race in transformers' lazy imports nor load the
+    same model twice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tasks import embed
+    from tasks.chunk import TokenCounter
+
+    embed._load_model.cache_clear()
+    path = embed.resolve_model_path(embed.PACKAGED_MODEL)
+    with ThreadPoolExecutor(4) as pool:
+        models = list(pool.map(lambda _: embed.load_model(), range(4)))
+        counters = list(pool.map(lambda _: TokenCounter.from_pretrained(path), range(4)))
+    assert all(m is models[0] for m in models)
+    assert embed._load_model.cache_info().misses == 1
+    assert len({c.count("a sentence of seven tokens or so") for c in counters}) == 1

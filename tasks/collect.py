@@ -14,7 +14,7 @@ from typing import Any
 
 from tasks.config import CollectConfig, resolve_local_source
 from tasks.fetch import fetch_url, redact_url
-from tasks.readers import SUPPORTED_SUFFIXES, FieldNames, Parsed, UnitError, format_for, parse_unit
+from tasks.readers import FieldNames, Parsed, UnitError, format_for, parse_unit
 from tasks.records import Fate, sha256_text, write_fates, write_records
 from tasks.workspace import Workspace, atomic_write_json, read_json, utc_now
 
@@ -185,7 +185,8 @@ def _read_file(e: FileEntry, unit: str, config: CollectConfig, fields: FieldName
     if e.error is not None:
         yield Parsed(unit, e.rel, "", error=e.error)
         return
-    if suffix not in SUPPORTED_SUFFIXES:
+    fmt = format_for(e.rel)
+    if fmt is None:
         what = f"compressed file '{suffix}' (extract it first)" if suffix in COMPRESSED else (
             f"file type '{suffix}'" if suffix else "file without an extension")
         yield Parsed(unit, e.rel, "", error=UnitError(f"unsupported: {what}", "filtered"))
@@ -199,7 +200,7 @@ def _read_file(e: FileEntry, unit: str, config: CollectConfig, fields: FieldName
     except OSError as exc:
         yield Parsed(unit, e.rel, "", error=UnitError(f"unreadable: {exc.strerror or type(exc).__name__}"))
         return
-    yield from parse_unit(data, SUPPORTED_SUFFIXES[suffix], unit, e.rel, fields)
+    yield from parse_unit(data, fmt, unit, e.rel, fields)
 
 
 def _iter_hf(src: Source, config: CollectConfig, fields: FieldNames) -> Iterator[Parsed]:

@@ -10,17 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from tasks import formats
 from tasks.records import sha256_bytes, sha256_text
 
 SUPPORTED_SUFFIXES = {
     ".txt": "txt", ".text": "txt", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html",
     ".pdf": "pdf", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
+    **formats.SUFFIXES,
 }
 CONTENT_TYPES = {
     "text/html": "html", "application/xhtml+xml": "html", "application/pdf": "pdf",
     "application/json": "json", "application/x-ndjson": "jsonl", "application/jsonl": "jsonl",
     "text/markdown": "md", "text/x-markdown": "md", "text/plain": "txt",
-    "application/vnd.apache.parquet": "parquet",
+    "application/vnd.apache.parquet": "parquet", **formats.CONTENT_TYPES,
 }
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.S)
 _MD_HEADING = re.compile(r"^#{1,2}[ \t]+(.+?)[ \t#]*$", re.M)
@@ -65,7 +67,8 @@ def format_for(name: str, content_type: str | None = None) -> str | None:
         fmt = CONTENT_TYPES.get(content_type.split(";", 1)[0].strip().lower())
         if fmt:
             return fmt
-    return SUPPORTED_SUFFIXES.get(PurePosixPath(name).suffix.lower())
+    path = PurePosixPath(name)
+    return SUPPORTED_SUFFIXES.get(path.suffix.lower()) or (formats.format_for_name(path.name) if not path.suffix else None)
 
 
 def humanize_stem(name: str) -> str:
@@ -76,6 +79,12 @@ def humanize_stem(name: str) -> str:
 
 def decode_text(data: bytes) -> tuple[str, str]:
     """Bytes to text: UTF-8 (with or without BOM), else the best charset that fits; binary is an error."""
+    utf16 = _utf16(data)
+    if utf16:
+        try:
+            return data.decode(utf16), utf16
+        except UnicodeDecodeError:
+            raise UnitError(f"decode: not valid {utf16.upper()} despite its byte order mark or NUL pattern") from None
     if b"\x00" in data[:_SNIFF_BYTES]:
         sample = data[:_SNIFF_BYTES]
         printable = sum(1 for b in sample if b >= 0x20 or b in (9, 10, 13))
@@ -99,6 +108,25 @@ def decode_text(data: bytes) -> tuple[str, str]:
         return data.decode(best.encoding), best.encoding
     except (UnicodeDecodeError, LookupError):
         raise UnitError(f"decode: not valid UTF-8 and not valid {best.encoding}") from None
+
+
+def _utf16(data: bytes) -> str | None:
+    """UTF-16 (or UTF-32) by its byte order mark, or UTF-16 without one when every other byte of mostly ASCII
+    text is NUL (a Windows export); None otherwise."""
+    import codecs
+
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32"
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    sample = data[:_SNIFF_BYTES]
+    if len(sample) < 8 or b"\x00" not in sample:
+        return None
+    even, odd = sample[0::2], sample[1::2]
+    for zeros, other, codec in ((odd, even, "utf-16-le"), (even, odd, "utf-16-be")):
+        if zeros.count(0) > 0.9 * len(zeros) and other.count(0) == 0 and len(data) % 2 == 0:
+            return codec
+    return None
 
 
 def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
@@ -134,14 +162,24 @@ def parse_unit(data: bytes, fmt: str, unit: str, doc_id: str, fields: FieldNames
             yield from _parse_json(data, unit, doc_id, raw_hash, fields)
         elif fmt == "parquet":
             yield from _parse_parquet(data, unit, doc_id, fields)
+        elif fmt in formats.FORMATS:
+            conv = formats.convert(data, fmt, doc_id)
+            meta = {k: v for k, v in conv.metadata.items() if k != "title"}
+            yield Parsed(unit, doc_id, raw_hash, title=conv.title or humanize_stem(doc_id), text=conv.text, fmt=fmt,
+                         metadata=meta)
         else:
             raise UnitError(f"unsupported: no reader for format {fmt!r}", "filtered")
     except UnitError as exc:
         yield Parsed(unit, doc_id, raw_hash, fmt=fmt, error=exc)
 
 
+_HTML_START = re.compile(r"\A\s*<(?:!doctype\s+html|html|head|body|div|p|table|section|article|main)\b", re.I)
+
+
 def _parse_text(data: bytes, fmt: str, unit: str, doc_id: str, raw_hash: str) -> Parsed:
     text, encoding = decode_text(data)
+    if fmt == "txt" and _HTML_START.match(text) and text.count("</") >= 2:
+        fmt = "html"  # a page or fragment saved as .txt: its text is extracted like any page's
     meta: dict[str, Any] = {} if encoding == "utf-8" else {"encoding": encoding}
     title = ""
     if fmt == "md":
@@ -249,7 +287,12 @@ def _parse_json(data: bytes, unit: str, doc_id: str, raw_hash: str, f: FieldName
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UnitError(f"json: invalid JSON ({exc.msg} at line {exc.lineno})") from None
-    if isinstance(obj, dict):
+    if _is_config(obj, f):  # settings, not records: the file is one document
+        from tasks.formats.text import fence
+
+        yield Parsed(unit, doc_id, raw_hash, title=humanize_stem(doc_id), fmt="json", metadata={"language": "json"},
+                     text=fence(json.dumps(obj, indent=2, ensure_ascii=False), "json"))
+    elif isinstance(obj, dict):
         yield _record_to_parsed(obj, unit, doc_id, raw_hash, "json", f)
     elif isinstance(obj, list):
         if not obj:
@@ -257,6 +300,14 @@ def _parse_json(data: bytes, unit: str, doc_id: str, raw_hash: str, f: FieldName
         yield from rows_to_parsed(obj, unit, doc_id, "json", f)
     else:
         raise UnitError(f"json: top level is {type(obj).__name__}, expected an object or an array of objects")
+
+
+def _is_config(obj: Any, f: FieldNames) -> bool:
+    """A JSON file none of whose objects has a text field is a config or data file, not a set of records."""
+    rows = obj if isinstance(obj, list) else [obj]
+    if not rows or not all(isinstance(r, dict) for r in rows):
+        return isinstance(obj, dict)
+    return not any(k in r for r in rows for k in f.text)
 
 
 def rows_to_parsed(

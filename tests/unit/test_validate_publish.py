@@ -21,7 +21,8 @@ def test_suite_quarantines_exactly_the_failing_rows(ws, tmp_path):
     secret_doc = GOOD_TEXT + " Contact ops@marrowfield.example for access."
     records = [
         rec("ok1", GOOD_TEXT), rec("ok2", "서울 사무소는 평일 오전 9시부터 운영합니다. " * 3),
-        rec("html", "<div>" + GOOD_TEXT + "</div>"), rec("nul", GOOD_TEXT + "\x00"),
+        rec("html", "<div>" + GOOD_TEXT + "</div>", format="html"), rec("nul", GOOD_TEXT + "\x00"),
+        rec("snippet", GOOD_TEXT + "\n\n```html\n<div class='card'>Hi</div>\n```", format="md"),  # an example
         rec("long", "x " * 600), rec("pii", secret_doc), rec("ok3", GOOD_TEXT + " three"),
     ]
     write_records(tmp_path / "in.parquet", records)
@@ -31,8 +32,8 @@ def test_suite_quarantines_exactly_the_failing_rows(ws, tmp_path):
     assert set(fates) == {"html", "nul", "long", "pii"}
     assert "no_html" in fates["html"] and "no_control_chars" in fates["nul"]
     assert "text_length" in fates["long"] and "no_pii_email" in fates["pii"]
-    assert {r["doc_id"] for r in read_records(tmp_path / "out" / "records.parquet")} == {"ok1", "ok2", "ok3"}
-    assert res.quarantined == 4 and res.passed == 3 and not res.table_failures
+    assert {r["doc_id"] for r in read_records(tmp_path / "out" / "records.parquet")} == {"ok1", "ok2", "ok3", "snippet"}
+    assert res.quarantined == 4 and res.passed == 4 and not res.table_failures
     q = (ws.quarantine / "run-1" / "quarantine.jsonl").read_text()
     assert q.count("\n") == 4 and '"checks"' in q
     # Data Docs exist and never carry document bodies or the personal data that failed the check

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config import CleanConfig
-from tasks.filters import Cleaned, clean_batch
+from tasks.filters import PROFILE_DEFAULTS, Cleaned, clean_batch, resolve_rules
 from tasks.records import Fate, read_records, write_fates, write_records
 from tasks.workspace import atomic_write_json
 
@@ -78,11 +78,16 @@ def clean_records(in_path: Path, cfg: CleanConfig, out_dir: Path, progress: Prog
     fates: list[Fate] = []
     kept: list[dict[str, Any]] = []
     pii_total: Counter[str] = Counter()
+    profiles: Counter[str] = Counter()
     by_hash: dict[str, str] = {}
     near = NearDuplicateIndex(cfg.near_dedup_threshold, cfg.minhash_num_perm) if cfg.near_dedup else None
+    fact_aware = {p: resolve_rules(cfg, p).keep_when_facts_differ for p in PROFILE_DEFAULTS}
+    facts: dict[str, tuple[str, ...]] = {}  # numbers of each kept document, for the fact check
+    kept_by_pattern = 0
     for c in results:
         r = c.record
         pii_total.update(c.pii)
+        profiles[c.profile] += 1
         if c.reason:
             fates.append(Fate(r["unit"], "filtered", c.reason, r["source_uri"], r["doc_id"], "clean"))
             continue
@@ -93,20 +98,48 @@ def clean_records(in_path: Path, cfg: CleanConfig, out_dir: Path, progress: Prog
                 fates.append(Fate(r["unit"], "duplicate", reason, r["source_uri"], r["doc_id"], "clean"))
                 continue
         if near is not None:
-            match = near.check_and_add(r["doc_id"], c.signature)
+            match = near_duplicate_of(near, r, c.signature, facts if fact_aware[c.profile] else None)
             if match is not None:
                 reason = f"near_duplicate: {match[1]:.2f} similar to {match[0]}"
                 fates.append(Fate(r["unit"], "duplicate", reason, r["source_uri"], r["doc_id"], "clean"))
                 continue
+        kept_by_pattern += "kept" in (r.get("metadata") or {})
         kept.append(r)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_records(out_dir / "records.parquet", kept)
     write_fates(out_dir / "fates.jsonl", fates)
-    atomic_write_json(out_dir / "stats.json", {"pii_redactions": dict(sorted(pii_total.items()))})
-    log.info("cleaned %d records: %d kept, %d dropped, PII redacted %s", len(records), len(kept), len(fates),
+    atomic_write_json(out_dir / "stats.json", {"pii_redactions": dict(sorted(pii_total.items())),
+                                               "profiles": dict(sorted(profiles.items())),
+                                               "kept_by_pattern": kept_by_pattern})
+    log.info("cleaned %d records (%s): %d kept, %d dropped, PII redacted %s", len(records),
+             ", ".join(f"{k} profile {v}" for k, v in sorted(profiles.items())), len(kept), len(fates),
              dict(pii_total) or "none")
     return CleanResult(str(out_dir / "records.parquet"), str(out_dir / "fates.jsonl"),
                        str(out_dir / "stats.json"), len(kept), len(fates))
+
+
+MAX_FACT_CHECKS = 16  # a same-facts copy is among the most similar candidates; templates can have thousands
+
+
+def near_duplicate_of(near: Any, rec: dict[str, Any], sig: Any,
+                      facts: dict[str, tuple[str, ...]] | None) -> tuple[str, float] | None:
+    """The kept document `rec` nearly duplicates, or None after adding it to the index. With `facts`, a
+    candidate whose numbers differ where they align (a template filled with other values) does not count."""
+    from tasks.dedup import facts_differ, numbers
+
+    found = near.matches(sig)
+    if facts is None:
+        if found:
+            return found[0]
+        near.add(rec["doc_id"], sig)
+        return None
+    mine = numbers(rec["text"])
+    for key, sim in found[:MAX_FACT_CHECKS]:
+        if not facts_differ(mine, facts[key]):
+            return key, sim
+    near.add(rec["doc_id"], sig)
+    facts[rec["doc_id"]] = mine
+    return None
 
 
 # --- Prefect tasks -----------------------------------------------------------------------------

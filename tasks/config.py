@@ -91,15 +91,36 @@ class CollectConfig(StageConfig):
         return v
 
 
-class CleanConfig(StageConfig):
-    """Normalisation, redaction, quality filters and deduplication; each filter names its drop reason."""
+CleanProfile = Literal["knowledge", "web"]
 
+
+class CleanConfig(StageConfig):
+    """Normalisation, redaction, content checks, quality filters and deduplication; each names its drop reason.
+
+    A profile sets which rules apply: `knowledge` (folders, files, records, Hugging Face datasets) drops only
+    what is not text or not content, and duplicates; `web` (http(s) sources) adds the pre-training quality
+    rules of Gopher. A rule left unset follows the profile; set it to force it on or off everywhere."""
+
+    profile: Literal["auto", "knowledge", "web"] = Field(
+        default="auto",
+        description="auto: `web` for http(s) sources, `knowledge` for everything else (the documents a user puts "
+        "in a folder are content people will ask about). knowledge / web: that profile for every source.",
+    )
+    keep: list[str] = Field(
+        default_factory=list,
+        description="Glob patterns (matched against the unit and the document id, e.g. `notes/*` or `*.log`) whose "
+        "documents are accepted past the quality filters; never past the empty, binary, mis-decoded and "
+        "symbol checks. Recorded in the manifest as kept.",
+    )
     fix_unicode: bool = Field(default=True, description="Repair mojibake and odd characters with ftfy.")
     unicode_form: Literal["NFC", "NFKC"] = Field(
         default="NFC", description="Unicode normal form (NFC keeps Hangul compatibility jamo intact)."
     )
     html_to_text: bool = Field(default=True, description="Extract the main text of HTML with trafilatura.")
-    strip_boilerplate: bool = Field(default=True, description="Drop lines matching boilerplate_patterns.")
+    strip_boilerplate: bool | None = Field(
+        default=None, description="Delete lines matching boilerplate_patterns from documents. Unset: web only (in "
+        "a knowledge base a line such as 'We use cookies only for sign-in' is content).",
+    )
     boilerplate_patterns: list[str] = Field(
         default_factory=lambda: list(DEFAULT_BOILERPLATE),
         description="Regular expressions for whole lines of boilerplate (case-insensitive).",
@@ -109,35 +130,70 @@ class CleanConfig(StageConfig):
         description="Replace emails, phone numbers, card numbers and API-key-like strings with [EMAIL], "
         "[PHONE], [CARD], [SECRET].",
     )
-    min_chars: int = Field(
-        default=50, ge=1,
-        description="Drop documents with fewer non-space characters (counted in characters, not words, so "
-        "that Korean and Chinese text is judged fairly).",
+    # -- content checks: what is not text or not content (both profiles) --
+    misdecoded: bool | None = Field(
+        default=None, description="Drop bytes decoded with the wrong codec (control, private-use and unassigned "
+        "codepoints; letters switching script inside words). Unset: on in both profiles.",
     )
-    min_alnum_ratio: float = Field(
-        default=0.5, ge=0, le=1,
-        description="Drop documents where letters and digits (any script) are less than this fraction of "
-        "the non-space characters.",
+    mostly_symbols: bool | None = Field(
+        default=None, description="Drop symbol soup (see min_alnum_ratio). Unset: on in both profiles.",
+    )
+    min_alnum_ratio: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Symbol soup: letters and digits (any script) under this fraction of the non-space characters "
+        "(runs of one character drawn as blanks or rules not counted). Unset: 0.25 for knowledge (code and data "
+        "tables are punctuation-heavy), 0.5 for web.",
+    )
+    encoded_blobs: bool | None = Field(
+        default=None, description="Drop documents that are mostly base64 or one minified code bundle. Unset: on "
+        "in both profiles.",
+    )
+    keyboard_mash: bool | None = Field(
+        default=None, description="Drop keyboard mash (unspellable words, loose Korean jamo, one key held down). "
+        "Unset: on in both profiles.",
+    )
+    placeholders: bool | None = Field(
+        default=None, description="Drop placeholder-only documents (`TODO`, `TBD`, `Coming soon`) and lorem "
+        "ipsum filler. Unset: on in both profiles.",
+    )
+    boilerplate_only: bool | None = Field(
+        default=None, description="Drop documents that are only boilerplate lines (boilerplate_patterns) or only a "
+        "cookie or consent banner. Unset: on in both profiles.",
+    )
+    # -- pre-training quality rules (web profile) --
+    min_chars: int | None = Field(
+        default=None, ge=1,
+        description="Drop documents with fewer non-space characters (counted in characters, not words, so that "
+        "Korean and Chinese text is judged fairly). Unset: 50 for web, no minimum for knowledge (a one-line "
+        "note is content).",
+    )
+    long_words: bool | None = Field(
+        default=None, description="Drop documents whose mean token length exceeds max_mean_token_chars. Unset: "
+        "web only.",
     )
     max_mean_token_chars: float = Field(
         default=20.0, gt=0,
-        description="Drop documents whose mean token length exceeds this (encoded blobs, mis-decoded bytes); "
-        "Gopher's upper bound of 10 for English, raised to suit every script.",
+        description="Mean token length limit (encoded blobs, mis-decoded bytes); Gopher's upper bound of 10 for "
+        "English, raised to suit every script.",
+    )
+    gopher_repetition: bool | None = Field(
+        default=None, description="Drop documents whose most common word 2/3/4-gram covers more than 20/18/16% "
+        "of the characters (Gopher rules, Rae et al. 2021). Unset: web only (tables, changelogs and FAQs repeat "
+        "their n-grams on purpose).",
+    )
+    repeated_lines: bool | None = Field(
+        default=None, description="Drop documents with too many repeated lines (see max_dup_line_fraction). "
+        "Unset: web only.",
     )
     max_dup_line_fraction: float = Field(
         default=0.30, ge=0, le=1,
-        description="Drop documents whose repeated lines exceed this fraction of lines (Gopher rules, "
-        "Rae et al. 2021: 0.30).",
+        description="Repeated lines above this fraction of lines (Gopher rules, Rae et al. 2021: 0.30).",
     )
     max_dup_line_char_fraction: float = Field(
         default=0.20, ge=0, le=1,
-        description="Drop documents whose repeated lines hold more than this fraction of characters "
-        "(Gopher rules: 0.20).",
+        description="Repeated lines holding more than this fraction of characters (Gopher rules: 0.20).",
     )
-    gopher_repetition: bool = Field(
-        default=True, description="Drop documents whose most common word 2/3/4-gram covers more than "
-        "20/18/16% of the characters (Gopher rules, Rae et al. 2021).",
-    )
+    # -- deduplication --
     exact_dedup: bool = Field(default=True, description="Drop documents whose cleaned text is identical.")
     near_dedup: bool = Field(default=True, description="Drop near duplicates found with MinHash LSH.")
     near_dedup_threshold: float = Field(
@@ -145,12 +201,22 @@ class CleanConfig(StageConfig):
         description="Estimated Jaccard similarity above which two documents are near duplicates "
         "(Lee et al. 2022, 'Deduplicating Training Data Makes Language Models Better': 0.8).",
     )
+    keep_when_facts_differ: bool | None = Field(
+        default=None, description="Two near duplicates whose numbers differ where they align (a measured value, "
+        "a date, a price) are different documents: keep both. Unset: on for knowledge (template reports), off "
+        "for web (page copies that differ in a view count or a date).",
+    )
     minhash_num_perm: int = Field(default=128, ge=16, le=1024, description="MinHash permutations.")
     shingle_size: int = Field(default=5, ge=1, le=16, description="Tokens per shingle (Lee et al.: 5).")
     workers: int = Field(
         default=0, ge=0, le=64,
         description="Processes for per-document cleaning; 0 picks one per CPU for large inputs.",
     )
+
+    @field_validator("keep")
+    @classmethod
+    def _keep_patterns(cls, v: list[str]) -> list[str]:
+        return [p.strip() for p in v if p and p.strip()]
 
 
 class ValidateConfig(StageConfig):

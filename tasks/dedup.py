@@ -66,8 +66,26 @@ def signature(text: str, num_perm: int = 128, shingle_size: int = 5, seed: int =
     return phv.min(axis=0)
 
 
+_NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
+
+
+def numbers(text: str) -> tuple[str, ...]:
+    """The numbers of a text in order ("4.71", "2026-01-05", "18:00"): the facts a template fills in."""
+    return tuple(_NUMBER.findall(text))
+
+
+def facts_differ(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether two near-identical texts state different numbers where they align: a value replaced by another
+    (a measurement, a date, a price). Numbers only added or removed (an export year in a heading) do not count."""
+    if a == b:
+        return False
+    from difflib import SequenceMatcher
+
+    return any(op == "replace" for op, *_ in SequenceMatcher(None, a, b, autojunk=False).get_opcodes())
+
+
 class NearDuplicateIndex:
-    """Finds, for each new signature, a kept document it nearly duplicates (LSH, then a check)."""
+    """Finds, for each new signature, kept documents it nearly duplicates (LSH, then a check of the estimate)."""
 
     def __init__(self, threshold: float = 0.8, num_perm: int = 128, seed: int = 1):
         from datasketch import MinHashLSH
@@ -79,7 +97,9 @@ class NearDuplicateIndex:
         # recall: with equal weights (datasketch's default) 128 permutations at 0.8 band as 9 x 13 and miss 7%
         # of pairs whose Jaccard similarity is 0.9; weighting misses 9:1 bands as 14 x 9 and misses 0.1%.
         self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.1, 0.9))
-        self._sigs: dict[str, np.ndarray] = {}
+        self._keys: list[str] = []
+        self._row: dict[str, int] = {}
+        self._sigs = np.empty((0, num_perm), dtype=np.uint32)  # one row per kept document, grown by doubling
 
     def _minhash(self, sig: np.ndarray):
         from datasketch import MinHash
@@ -87,15 +107,31 @@ class NearDuplicateIndex:
         return MinHash(num_perm=self.num_perm, seed=self.seed, hashvalues=sig, scheme=SCHEME,
                        permutations=permutations(self.num_perm, self.seed))
 
+    def matches(self, sig: np.ndarray) -> list[tuple[str, float]]:
+        """Kept documents at or above the threshold, most similar first (ties by key)."""
+        cands = list(self._lsh.query(self._minhash(sig)))
+        if not cands:
+            return []
+        rows = np.fromiter((self._row[c] for c in cands), dtype=np.int64, count=len(cands))
+        sims = (self._sigs[rows] == sig).mean(axis=1)  # every candidate in one vectorised comparison
+        found = [(c, float(s)) for c, s in zip(cands, sims, strict=True) if s >= self.threshold]
+        return sorted(found, key=lambda m: (-m[1], m[0]))
+
+    def add(self, key: str, sig: np.ndarray) -> None:
+        n = len(self._keys)
+        if n == len(self._sigs):
+            grown = np.empty((max(64, 2 * n), self.num_perm), dtype=np.uint32)
+            grown[:n] = self._sigs[:n]
+            self._sigs = grown
+        self._sigs[n] = sig
+        self._row[key] = n
+        self._keys.append(key)
+        self._lsh.insert(key, self._minhash(sig), check_duplication=False)
+
     def check_and_add(self, key: str, sig: np.ndarray) -> tuple[str, float] | None:
         """The best kept match above the threshold as (key, similarity); else keep `key` and return None."""
-        mh = self._minhash(sig)
-        best: tuple[str, float] | None = None
-        for cand in self._lsh.query(mh):
-            sim = float(np.mean(self._sigs[cand] == sig))
-            if sim >= self.threshold and (best is None or sim > best[1] or (sim == best[1] and cand < best[0])):
-                best = (cand, sim)
-        if best is None:
-            self._lsh.insert(key, mh, check_duplication=False)
-            self._sigs[key] = sig
-        return best
+        found = self.matches(sig)
+        if not found:
+            self.add(key, sig)
+            return None
+        return found[0]

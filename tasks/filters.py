@@ -57,13 +57,36 @@ def html_to_text(html: str) -> tuple[str, str]:
     from trafilatura.settings import use_config
 
     cfg = _trafilatura_config(use_config)
+    if not re.search(r"<body|<html", html[:4096], re.I):  # a fragment: trafilatura extracts only from documents
+        html = f"<html><body>{html}</body></html>"
     text = trafilatura.extract(
         html, output_format="markdown", include_tables=True, include_comments=False, include_links=False,
         include_images=False, favor_recall=True, deduplicate=False, config=cfg,
     ) or ""
     meta = trafilatura.extract_metadata(html)
     title = (meta.title or "").strip() if meta is not None else ""
+    if text and _only_page_chrome(html, text):
+        text = ""  # favor_recall fell back to the navigation: the page has no main content
     return text, title
+
+
+_CHROME = "//nav|//header|//footer|//aside|//*[@role='navigation' or @role='banner' or @role='contentinfo']"
+
+
+def _only_page_chrome(html: str, text: str) -> bool:
+    """Whether every word of the extracted text is a word of the page's navigation, header, footer or aside."""
+    import lxml.html
+    from lxml.etree import ParserError
+
+    words = set(re.findall(r"[^\W_]+", text.lower()))
+    if not words:
+        return True
+    try:
+        root = lxml.html.fromstring(html)
+    except (ParserError, ValueError):
+        return False
+    chrome = " ".join(el.text_content() for el in root.xpath(_CHROME))
+    return words <= set(re.findall(r"[^\W_]+", chrome.lower()))
 
 
 _TRAF_CFG = None
@@ -106,8 +129,16 @@ def too_short(text: str, *, min_chars: int = 50) -> str | None:
     return f"too_short: {n} non-space characters < {min_chars}" if n < min_chars else None
 
 
+# fill-in blanks and rules drawn with one character ("Name: ______", "|-----|", "═════"): layout, not soup
+_RULE_RUN = re.compile(r"([_.\-=~*─━═＿・…])\1{2,}")
+
+
 def mostly_symbols(text: str, *, min_alnum_ratio: float = 0.5) -> str | None:
-    """Letters, digits and combining marks of any script under `min_alnum_ratio` of non-space chars."""
+    """Letters, digits and combining marks of any script under `min_alnum_ratio` of non-space chars, not
+    counting runs of one character drawn as blanks or rules; no letter or digit at all is always soup."""
+    if not any(ch.isalnum() for ch in text):
+        return "mostly_symbols: no letters or digits"
+    text = _RULE_RUN.sub("", text)
     nonspace = sum(map(len, text.split()))
     if nonspace == 0:
         return "too_short: no visible characters"
@@ -180,6 +211,69 @@ def repeated_lines(text: str, *, max_line_fraction: float = 0.30, max_char_fract
     return None
 
 
+# --- profiles: which rules apply to which document ---------------------------------------------
+
+HARD_REASONS = frozenset({"empty", "html_no_text", "misdecoded", "mostly_symbols"})
+PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    # a knowledge base: drop only what is not text or not content; nothing for being repetitive or short
+    "knowledge": {"misdecoded": True, "mostly_symbols": True, "encoded_blobs": True, "keyboard_mash": True,
+                  "placeholders": True, "boilerplate_only": True, "min_chars": 0, "long_words": False,
+                  "gopher_repetition": False, "repeated_lines": False, "keep_when_facts_differ": True,
+                  "strip_boilerplate": False, "min_alnum_ratio": 0.25},
+    # a crawl: the same, plus the pre-training quality rules with their published thresholds
+    "web": {"misdecoded": True, "mostly_symbols": True, "encoded_blobs": True, "keyboard_mash": True,
+            "placeholders": True, "boilerplate_only": True, "min_chars": 50, "long_words": True,
+            "gopher_repetition": True, "repeated_lines": True, "keep_when_facts_differ": False,
+            "strip_boilerplate": True, "min_alnum_ratio": 0.5},
+}
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The rules in force for one document: the profile's defaults, overridden by what the config sets."""
+
+    profile: str
+    misdecoded: bool
+    mostly_symbols: bool
+    encoded_blobs: bool
+    keyboard_mash: bool
+    placeholders: bool
+    boilerplate_only: bool
+    min_chars: int
+    long_words: bool
+    gopher_repetition: bool
+    repeated_lines: bool
+    keep_when_facts_differ: bool
+    strip_boilerplate: bool
+    min_alnum_ratio: float
+
+
+def resolve_rules(cfg: CleanConfig, profile: str) -> Rules:
+    values = {k: (v if (v := getattr(cfg, k)) is not None else default)
+              for k, default in PROFILE_DEFAULTS[profile].items()}
+    return Rules(profile=profile, **values)
+
+
+def profile_for(cfg: CleanConfig, source_uri: str) -> str:
+    """The configured profile, or with `auto`: web for documents fetched over http(s), knowledge otherwise."""
+    if cfg.profile != "auto":
+        return cfg.profile
+    return "web" if source_uri.lower().startswith(("http://", "https://")) else "knowledge"
+
+
+def keep_match(patterns: list[str], unit: str, doc_id: str) -> str | None:
+    """The first `keep` glob that matches the unit, the document id or (for a pattern without a slash) the
+    file name; None when none does."""
+    from fnmatch import fnmatchcase
+
+    names = {unit, doc_id, doc_id.split("#", 1)[0], unit.split("#", 1)[0]}
+    base = {n.rsplit("/", 1)[-1] for n in names}
+    for p in patterns:
+        if any(fnmatchcase(n, p) for n in names) or ("/" not in p and any(fnmatchcase(b, p) for b in base)):
+            return p
+    return None
+
+
 # --- one document ------------------------------------------------------------------------------
 
 
@@ -189,20 +283,63 @@ class Cleaned:
     reason: str | None = None
     pii: dict[str, int] = field(default_factory=dict)
     signature: Any = None
+    profile: str = ""
 
 
-def clean_document(rec: dict[str, Any], cfg: CleanConfig, boilerplate: re.Pattern[str] | None) -> Cleaned:
-    """Run the transforms and filters on one record; the first filter that objects names the reason."""
+def boilerplate_only(text: str, pattern: re.Pattern[str] | None) -> str | None:
+    """Every line is boilerplate (a copyright footer, "Skip to content", "Back to top"): nothing else is there.
+    Lines about cookies are left to `consent_banner`, which needs a banner's buttons: "We use cookies only for
+    sign-in" alone is a fact about the company."""
+    if pattern is None or re.search(r"cookie|consent", text, re.I) or strip_boilerplate(text, pattern):
+        return None
+    return "boilerplate_only: every line is boilerplate (footer, navigation)"
+
+
+def content_reasons(text: str, rules: Rules, cfg: CleanConfig, toks: list[str], raw: str,
+                    boilerplate: re.Pattern[str] | None, fmt: str = ""):
+    """The quality judgements a `keep` pattern may overrule, lazily and in order (first objection wins).
+    Banners are judged on `raw`, the text before boilerplate lines were stripped."""
+    from tasks import content
+
+    if rules.boilerplate_only:
+        yield boilerplate_only(raw, boilerplate)
+        yield content.consent_banner(raw)
+    if rules.placeholders:
+        yield content.placeholder(text)
+    if rules.encoded_blobs:
+        yield content.encoded_blob(text, code=fmt in ("code", "config"))
+    if rules.keyboard_mash and fmt not in ("code", "config"):  # identifiers are not words
+        yield content.keyboard_mash(text)
+    if rules.min_chars:
+        yield too_short(text, min_chars=rules.min_chars)
+    if rules.long_words:
+        yield long_words(text, max_mean_chars=cfg.max_mean_token_chars, toks=toks)
+    if rules.gopher_repetition:
+        yield repeated_ngrams(text, toks=toks)
+    if rules.repeated_lines:
+        yield repeated_lines(text, max_line_fraction=cfg.max_dup_line_fraction,
+                             max_char_fraction=cfg.max_dup_line_char_fraction)
+
+
+def clean_document(rec: dict[str, Any], cfg: CleanConfig, boilerplate: re.Pattern[str] | None,
+                   rules: Rules | None = None) -> Cleaned:
+    """Run the transforms and checks on one record; the first check that objects names the reason.
+
+    Checks of what the text is (empty, mis-decoded, symbols) always apply; the others can be overruled by a
+    `keep` pattern, which is then recorded in the record's metadata."""
+    from tasks import content
+
+    rules = rules or resolve_rules(cfg, profile_for(cfg, rec.get("source_uri") or ""))
     rec = dict(rec)
     text = rec.get("text") or ""
     if rec.get("format") == "html" and cfg.html_to_text:
         text, page_title = html_to_text(text)
         if not text.strip():
-            return Cleaned(rec, "html_no_text: no main text found in the page")
+            return Cleaned(rec, "html_no_text: no main text found in the page", profile=rules.profile)
         rec["title"] = rec.get("title") or page_title
     text = normalize_unicode(text, fix=cfg.fix_unicode, form=cfg.unicode_form)
-    text = normalize_whitespace(text)
-    if cfg.strip_boilerplate:
+    raw = text = normalize_whitespace(text)
+    if rules.strip_boilerplate:
         text = strip_boilerplate(text, boilerplate)
     title = normalize_whitespace(normalize_unicode(rec.get("title") or "", fix=cfg.fix_unicode, form=cfg.unicode_form))
     pii: dict[str, int] = {}
@@ -213,26 +350,31 @@ def clean_document(rec: dict[str, Any], cfg: CleanConfig, boilerplate: re.Patter
     rec["text"] = text
     rec["content_hash"] = sha256_text(text)
     if not text:
-        return Cleaned(rec, "empty: no text after cleaning", pii)
+        reason = "boilerplate_only: every line was boilerplate, stripped" if raw else "empty: no text after cleaning"
+        return Cleaned(rec, reason, pii, profile=rules.profile)
+    for reason in (
+        content.misdecoded(text, code=rec.get("format") in ("code", "config")) if rules.misdecoded else None,
+        mostly_symbols(text, min_alnum_ratio=rules.min_alnum_ratio) if rules.mostly_symbols else None,
+    ):
+        if reason:
+            return Cleaned(rec, reason, pii, profile=rules.profile)
     from tasks.dedup import signature, tokens
 
     toks = tokens(text)  # one tokenisation serves the filters and the MinHash signature
-    for reason in (
-        too_short(text, min_chars=cfg.min_chars),
-        mostly_symbols(text, min_alnum_ratio=cfg.min_alnum_ratio),
-        long_words(text, max_mean_chars=cfg.max_mean_token_chars, toks=toks),
-        repeated_ngrams(text, toks=toks) if cfg.gopher_repetition else None,
-        repeated_lines(text, max_line_fraction=cfg.max_dup_line_fraction,
-                       max_char_fraction=cfg.max_dup_line_char_fraction),
-    ):
-        if reason:
-            return Cleaned(rec, reason, pii)
+    reason = next((r for r in content_reasons(text, rules, cfg, toks, raw, boilerplate, rec.get("format") or "")
+                   if r), None)
+    if reason:
+        pattern = keep_match(cfg.keep, rec.get("unit") or "", rec.get("doc_id") or "") if cfg.keep else None
+        if pattern is None:
+            return Cleaned(rec, reason, pii, profile=rules.profile)
+        rec["metadata"] = {**(rec.get("metadata") or {}), "kept": {"pattern": pattern, "past": reason}}
     sig = signature(text, cfg.minhash_num_perm, cfg.shingle_size, toks=toks) if cfg.near_dedup else None
-    return Cleaned(rec, None, pii, sig)
+    return Cleaned(rec, None, pii, sig, rules.profile)
 
 
 def clean_batch(batch: list[dict[str, Any]], cfg_json: str) -> list[Cleaned]:
     """`clean_document` over a batch; the entry point of worker processes (hence a JSON config)."""
     cfg = CleanConfig.model_validate_json(cfg_json)
-    pattern = compile_boilerplate(cfg.boilerplate_patterns) if cfg.strip_boilerplate else None
-    return [clean_document(r, cfg, pattern) for r in batch]
+    pattern = compile_boilerplate(cfg.boilerplate_patterns)
+    rules = {p: resolve_rules(cfg, p) for p in PROFILE_DEFAULTS}
+    return [clean_document(r, cfg, pattern, rules[profile_for(cfg, r.get("source_uri") or "")]) for r in batch]

@@ -148,7 +148,8 @@ def make_bad_inputs(root: Path) -> dict[str, tuple[str, str]]:
     (root / "tool.exe").write_bytes(b"MZ\x90\x00" * 10)
     (root / "fake.pdf").write_text("I am not a PDF, just text with a pdf extension.")
     (root / "scripts-only.html").write_text("<html><head><script>x()</script></head><body><script>y()</script></body></html>")
-    (root / "leftover-html.txt").write_text("<div class='x'><p>" + GOOD_TEXT + "</p></div>")
+    (root / "leftover-html.txt").write_text("<div class='x'><p>Harbor connectors retry a failed sync three times "
+                                            "before a Beacon alert is raised.</p></div>")
     (root / "good2.md").write_text("# Relay queue\n\n" + GOOD_TEXT + "\n")
     near = GOOD_TEXT + " (Updated.)"
     (root / "near-copy.txt").write_text("# Relay queue\n\n" + near + "\n")
@@ -159,7 +160,7 @@ def make_bad_inputs(root: Path) -> dict[str, tuple[str, str]]:
     return {
         "good.md": ("accepted", ""), "good-korean.md": ("accepted", ""), "latin1.txt": ("accepted", ""),
         "binary.txt": ("quarantined", "binary"), "invalid-utf8.txt": ("quarantined", "decode"),
-        "mis-decoded.txt": ("filtered", "repeated_ngrams"),
+        "mis-decoded.txt": ("filtered", "misdecoded"),  # a UTF-16 byte order mark, then random bytes
         "empty.txt": ("filtered", "empty"), "blank.md": ("filtered", "empty"), "nul.txt": ("quarantined", "binary"),
         "huge-line.txt": ("quarantined", "validate"),
         "records.jsonl#r1": ("accepted", ""), "records.jsonl#line-2": ("quarantined", "json"),
@@ -169,7 +170,9 @@ def make_bad_inputs(root: Path) -> dict[str, tuple[str, str]]:
         "not-object.json#row-2": ("quarantined", "record"), "scalar.json": ("quarantined", "json"),
         "archive.txt.gz": ("filtered", "unsupported"), "tool.exe": ("filtered", "unsupported"),
         "fake.pdf": ("quarantined", "pdf"), "scripts-only.html": ("filtered", "html_no_text"),
-        "leftover-html.txt": ("quarantined", "validate"), "good2.md": ("duplicate", "exact_duplicate"),
-        "near-copy.txt": ("duplicate", "near_duplicate"), "symbols.txt": ("filtered", "mostly_symbols"), "spam.txt": ("filtered", "repeated_ngrams"),
+        "leftover-html.txt": ("accepted", ""),  # an HTML fragment saved as .txt is read as a page
+        "good2.md": ("duplicate", "exact_duplicate"),
+        "near-copy.txt": ("duplicate", "near_duplicate"), "symbols.txt": ("filtered", "mostly_symbols"),
+        "spam.txt": ("accepted", ""),  # repetitive, but the user's: the knowledge profile never drops for that
         "ghost.txt": ("quarantined", "unreadable"),
     }

@@ -92,17 +92,17 @@ def test_clean_records_fates(tmp_path):
     )
     recs = [
         _rec("a.txt", base), _rec("b.txt", base), _rec("c.txt", edit(base, 3)), _rec("d.txt", doc()),
-        _rec("e.txt", "tiny"), _rec("k.md", korean), _rec("k2.md", korean.replace("오전 10시에", "오전 10시 반에")),
+        _rec("e.txt", "tiny"), {**_rec("w.html", "tiny"), "source_uri": "https://example.com/w"}, _rec("k.md", korean), _rec("k2.md", korean.replace("오전 10시에", "오전 10시 반에")),
     ]
     write_records(tmp_path / "in.parquet", recs)
     res = clean_records(tmp_path / "in.parquet", CleanConfig(), tmp_path / "out")
     kept = {r["doc_id"] for r in read_records(tmp_path / "out" / "records.parquet")}
     fates = {f.unit: f for f in read_fates(tmp_path / "out" / "fates.jsonl")}
-    assert kept == {"a.txt", "d.txt", "k.md"}
+    assert kept == {"a.txt", "d.txt", "e.txt", "k.md"}  # a one-word note is content in a knowledge base
     assert fates["b.txt"].fate == "duplicate" and fates["b.txt"].reason.startswith("exact_duplicate: same text as a.txt")
     assert fates["c.txt"].fate == "duplicate" and "near_duplicate" in fates["c.txt"].reason
     assert fates["k2.md"].fate == "duplicate"
-    assert fates["e.txt"].fate == "filtered"
+    assert fates["w.html"].fate == "filtered" and fates["w.html"].reason.startswith("too_short")  # web profile
     assert res.kept + res.dropped == len(recs)
 
 

@@ -49,6 +49,10 @@ def _ingest_config(args: argparse.Namespace):
         cfg.clean.near_dedup_threshold = args.near_dedup_threshold
     if args.no_redact_pii:
         cfg.clean.redact_pii = False
+    if args.profile:
+        cfg.clean.profile = args.profile
+    if args.keep:
+        cfg.clean.keep = [*cfg.clean.keep, *args.keep]
     if args.dataset:
         cfg.dataset = args.dataset
     return cfg
@@ -64,6 +68,8 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
     out = _ingest_output(ingest_flow(cfg))
     if not args.json:
         print_ingest(out)
+    for w in out["warnings"] if args.json else []:  # stdout holds the one JSON object; a person reads stderr
+        print(f"ragtune ingest: {w}", file=sys.stderr)
     return out
 
 
@@ -74,7 +80,8 @@ def _ingest_output(summary: dict[str, Any]) -> dict[str, Any]:
         "data_docs": summary.get("data_docs"), "changes": summary.get("changes", {}).get("counts", {}),
         "reused": summary.get("reused", False), "run_id": summary.get("run_id"),
         "dataset_dir": summary.get("dataset_dir"), "top_reasons": summary.get("top_reasons", []),
-        "pii_redactions": summary.get("pii_redactions", {}),
+        "pii_redactions": summary.get("pii_redactions", {}), "profiles": summary.get("profiles", {}),
+        "warnings": summary.get("warnings", []),
     }
 
 
@@ -95,6 +102,8 @@ def print_ingest(out: dict[str, Any]) -> None:
         print(f"  data docs:  {out['data_docs']}")
     if out.get("quarantine_dir"):
         print(f"  quarantine: {out['quarantine_dir']}")
+    for w in out.get("warnings", []):  # last, where the eye lands
+        print(w)
 
 
 def _index_config(args: argparse.Namespace):
@@ -256,22 +265,6 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
-    from tasks.publish import latest_version
-    from tasks.workspace import Workspace, read_json
-
-    ws = Workspace.from_env()
-    version = latest_version(ws)
-    stats = read_json(ws.dataset_dir() / version / "stats.json", default={}) if version else {}
-    out = {"workspace": str(ws.root), "dataset_version": version, "counts": (stats or {}).get("counts")}
-    if not args.json:
-        print(f"workspace {out['workspace']}")
-        print(f"  documents dataset: {version or 'none yet (run `ragtune ingest`)'}")
-        if out["counts"]:
-            print("  " + ", ".join(f"{k} {v}" for k, v in out["counts"].items()))
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ragtune", description="Keep a RAG index and a QLoRA-tuned LLM fresh.",
                                 epilog=EPILOG)
@@ -302,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--near-dedup-threshold", type=float, metavar="J", help="MinHash Jaccard threshold (default 0.8)")
     ing.add_argument("--no-redact-pii", action="store_true", help="keep emails, phone numbers and keys as they are")
     ing.add_argument("--dataset", metavar="NAME", help="dataset name under datasets/ (default docs)")
+    ing.add_argument("--profile", choices=["auto", "knowledge", "web"],
+                     help="cleaning profile (default auto: web for http(s) sources, knowledge for the rest)")
+    ing.add_argument("--keep", action="append", metavar="PATH_GLOB",
+                     help="accept inputs matching the glob past the quality filters, recorded as kept (repeatable)")
     idx = add("index", cmd_index, "chunk, embed and index the latest dataset version into Qdrant, then serve it")
     idx.add_argument("--config", metavar="FILE", help="YAML file with IndexConfig fields (or an `index:` section)")
     idx.add_argument("--name", help="index (alias) name (default docs)")
@@ -339,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flows.cli_ops import add_commands as add_ops
 
     add_ops(add)
-    add("status", cmd_status, "show the workspace's current dataset version")
+    from flows.cli_data import add_commands as add_data
+
+    add_data(add)
     return p
 
 

@@ -54,7 +54,8 @@ def _summary(run_id: str, version: str | None, counts: dict[str, int], stats: di
         "run_id": run_id, "dataset_version": version, "counts": counts,
         "changes": stats.get("changes", {}), "top_reasons": stats.get("top_reasons", []),
         "pii_redactions": stats.get("pii_redactions", {}), "quarantine_dir": stats.get("quarantine_dir"),
-        "data_docs": stats.get("data_docs"), **extra,
+        "data_docs": stats.get("data_docs"), "warnings": stats.get("warnings", []),
+        "profiles": stats.get("profiles", {}), **extra,
     }
 
 
@@ -91,6 +92,7 @@ def ingest_flow(config: IngestConfig = IngestConfig(), home: str | None = None) 
             clean_stats = read_json(Path(cln.stats_path), default={}) or {}
             extra = {
                 "changes": col.changes, "pii_redactions": clean_stats.get("pii_redactions", {}),
+                "profiles": clean_stats.get("profiles", {}), "kept_by_pattern": clean_stats.get("kept_by_pattern", 0),
                 "quarantine_dir": str(ws.quarantine / run_id) if val.quarantine_path else None,
                 "data_docs": val.data_docs, "failed_checks": val.checks, "run_id": run_id,
             }
@@ -113,6 +115,8 @@ def ingest_flow(config: IngestConfig = IngestConfig(), home: str | None = None) 
         summary = _summary(run_id, pub.dataset_version, pub.counts, {**stats, **extra}, manifest=pub.manifest,
                            dataset_dir=pub.dataset_dir, reused=False)
         logger.info("dataset version %s: %s", pub.dataset_version, pub.counts)
+        for line in summary["warnings"]:
+            logger.warning(line)
         publish_ingest_artifacts(summary)
         return summary
 

@@ -38,10 +38,18 @@ class PublishResult:
 
 def manifest_lines(records: list[dict[str, Any]], fates: list[Fate]) -> list[dict[str, Any]]:
     """One line per input unit, sorted by unit: accepted records plus every other fate."""
-    lines = [Fate(r["unit"], "accepted", "passed all checks", r["source_uri"], r["doc_id"], "publish").manifest_line()
+    lines = [Fate(r["unit"], "accepted", accepted_reason(r), r["source_uri"], r["doc_id"], "publish").manifest_line()
              for r in records]
     lines += [f.manifest_line() for f in fates]
     return sorted(lines, key=lambda m: (m["unit"], m["fate"]))
+
+
+def accepted_reason(record: dict[str, Any]) -> str:
+    """Why an accepted record is in: it passed every check, or a `keep` pattern overruled a filter."""
+    kept = (record.get("metadata") or {}).get("kept")
+    if isinstance(kept, dict):
+        return f"kept: matches keep pattern {kept.get('pattern')!r} (would be filtered as {kept.get('past')})"
+    return "passed all checks"
 
 
 def count_fates(lines: list[dict[str, Any]]) -> dict[str, int]:
@@ -71,6 +79,7 @@ def build_stats(records: list[dict[str, Any]], lines: list[dict[str, Any]], extr
         "counts": count_fates(lines),
         "top_reasons": [{"fate": f, "reason": c, "count": n, "example": examples[(f, c)]}
                         for (f, c), n in reasons.most_common(20)],
+        "warnings": filtered_warnings(lines),
         "formats": dict(Counter(r.get("format") or "?" for r in records).most_common()),
         "text_chars": {
             "total": sum(lengths), "min": min(lengths, default=0), "max": max(lengths, default=0),
@@ -78,6 +87,33 @@ def build_stats(records: list[dict[str, Any]], lines: list[dict[str, Any]], extr
         },
         **extra,
     }
+
+
+LOUD_FILTERED_FRACTION = 0.05  # above this share of the input filtered, the warning says so in capitals
+
+
+def filtered_warnings(lines: list[dict[str, Any]], max_units: int = 3) -> list[str]:
+    """One warning per reason inputs were filtered for (with the first few units and how to find and rescue
+    them), and a stronger one when more than 5% of the input was filtered. Empty when nothing was."""
+    from tasks.filters import HARD_REASONS
+
+    by_code: dict[str, list[str]] = {}
+    for m in lines:
+        if m["fate"] == "filtered":
+            by_code.setdefault(reason_code(m["reason"]), []).append(m["unit"])
+    out = []
+    for code, units in sorted(by_code.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        shown = ", ".join(units[:max_units]) + (f" and {len(units) - max_units} more" if len(units) > max_units else "")
+        hint = "not text, cannot be kept" if code in HARD_REASONS else "`--keep GLOB` accepts them"
+        if code in ("unsupported", "too_large"):
+            hint = "not read"
+        out.append(f"warning: {len(units)} filtered as {code}: {shown} (`ragtune fates --reason {code}`; {hint})")
+    filtered = sum(len(u) for u in by_code.values())
+    if lines and filtered / len(lines) > LOUD_FILTERED_FRACTION:
+        out.insert(0, f"WARNING: {filtered} of {len(lines)} inputs ({filtered / len(lines):.0%}) were filtered, more "
+                   f"than {LOUD_FILTERED_FRACTION:.0%}: check that clean.profile suits this corpus (`knowledge` keeps "
+                   "every document a person wrote) and rescue what is content with `--keep`")
+    return out
 
 
 def find_published(ws: Workspace, dataset: str, fingerprint: str | None) -> str | None:
@@ -147,6 +183,40 @@ def load_dataset_version(ws: Workspace, dataset: str = "docs", version: str | No
     if not path.exists():
         raise FileNotFoundError(f"dataset version {version} not found under {ws.dataset_dir(dataset)}")
     return datasets.Dataset.from_parquet(str(path))
+
+
+def manifest_path(ws: Workspace, dataset: str = "docs", version: str | None = None, run_id: str | None = None) -> Path:
+    """The manifest of a published version (the latest by default) or of a rejected run (under quarantine/)."""
+    if run_id:
+        path = ws.quarantine / run_id / "manifest.jsonl"
+        if not path.exists():
+            raise FileNotFoundError(f"no manifest for run {run_id} under {ws.quarantine} (only rejected runs keep one there)")
+        return path
+    version = version or latest_version(ws, dataset)
+    if not version:
+        raise FileNotFoundError(f"no published {dataset} dataset in {ws.root}; run `ragtune ingest` first")
+    path = ws.dataset_dir(dataset) / version / "manifest.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"dataset version {version} not found under {ws.dataset_dir(dataset)}")
+    return path
+
+
+def select_fates(lines: list[dict[str, Any]], fate: str | None = None, reason: str | None = None,
+                 unit: str | None = None) -> list[dict[str, Any]]:
+    """Manifest lines with this fate, a reason whose code is `reason` (or which contains it), and a unit or
+    document id matching the glob `unit`."""
+    from fnmatch import fnmatchcase
+
+    out = []
+    for m in lines:
+        if fate and m["fate"] != fate:
+            continue
+        if reason and reason_code(m["reason"]) != reason and reason.lower() not in m["reason"].lower():
+            continue
+        if unit and not (fnmatchcase(m["unit"], unit) or fnmatchcase(m.get("doc_id") or "", unit)):
+            continue
+        out.append(m)
+    return out
 
 
 # --- Prefect tasks -----------------------------------------------------------------------------

@@ -58,6 +58,12 @@ def ingest_markdown(summary: dict[str, Any]) -> str:
     ]
     if changes:
         lines += ["**Changes since the last run:** " + ", ".join(f"{k} {v}" for k, v in changes.items()), ""]
+    warnings = summary.get("warnings") or []
+    if warnings:
+        lines += ["## ⚠ Content filtered", ""] + [f"> **{w}**  " if w.startswith("WARNING") else f"> {w}  "
+                                                 for w in warnings] + [""]
+    if summary.get("profiles"):
+        lines += ["**Cleaning profiles:** " + ", ".join(f"{k} {v}" for k, v in summary["profiles"].items()), ""]
     reasons = summary.get("top_reasons") or []
     if reasons:
         lines += ["## Top drop reasons", "", "| fate | reason | count |", "|---|---|---:|"]

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import GOOD_TEXT, PROJECT_ROOT
 
 COMMANDS = ["demo", "ingest", "index", "search", "eval-retrieval", "train", "evaluate", "promote", "rollback", "models",
-            "ask", "status"]
+            "ask", "status", "fates"]
 
 
 def run_cli(args: list[str], home: Path, prefect_home: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -138,3 +138,38 @@ def test_model_commands_fail_with_one_line_on_an_empty_workspace(tmp_path, prefe
     assert res.returncode == 1 and "run `ragtune train` first" in json.loads(res.stdout)["error"]
     res = run_cli(["promote", "--max-examples", "0"], home, prefect_home)
     assert res.returncode == 1 and "max_examples" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_dropped_content_is_said_loudly_listed_and_rescued(tmp_path, prefect_home):
+    home = tmp_path / "ws"
+    src = tmp_path / "kb"
+    src.mkdir()
+    (src / "todo.md").write_text("TODO")
+    (src / "hours.txt").write_text("Office hours: 9-5")
+    (src / "deck.key").write_bytes(b"keynote")
+    res = run_cli(["ingest", "--source", str(src)], home, prefect_home)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[-3].startswith("WARNING: 2 of 3 inputs (67%) were filtered")
+    assert "warning: 1 filtered as placeholder: " in res.stdout and "todo.md" in res.stdout
+    assert "warning: 1 filtered as unsupported: " in res.stdout and "not read" in res.stdout
+
+    out = json.loads(run_cli(["fates", "--fate", "filtered", "--json"], home, prefect_home).stdout)
+    assert out["total"] == 3 and out["matched"] == 2
+    assert {Path(f["unit"]).name: f["reason"].split(":")[0] for f in out["fates"]} == {"todo.md": "placeholder",
+                                                                                     "deck.key": "unsupported"}
+    res = run_cli(["fates", "--reason", "placeholder"], home, prefect_home)
+    assert res.returncode == 0 and "todo.md" in res.stdout and "1 of 3 inputs match" in res.stdout
+    assert "--keep" in res.stdout
+    status = run_cli(["status"], home, prefect_home).stdout
+    assert "filtered" in status and "placeholder" in status and "ragtune fates" in status
+
+    res = run_cli(["ingest", "--source", str(src), "--keep", "todo.md", "--json"], home, prefect_home)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["counts"]["accepted"] == 2
+    assert "warning: 1 filtered as unsupported" in res.stderr  # --json: stdout is the object, warnings on stderr
+    kept = json.loads(run_cli(["fates", "--unit", "*todo.md", "--json"], home, prefect_home).stdout)["fates"]
+    assert kept[0]["fate"] == "accepted" and kept[0]["reason"].startswith("kept: matches keep pattern 'todo.md'")
+    res = run_cli(["fates", "--run", "no-such-run"], home, prefect_home)
+    assert res.returncode == 1 and "no manifest for run no-such-run" in res.stderr

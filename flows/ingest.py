@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,24 @@ from tasks.runners import flow_task_runner
 from tasks.validate import QuarantineLimitExceeded, check_quarantine_policy, validate_records_task
 from tasks.workspace import Workspace, new_run_id, read_json, write_jsonl
 
+# the modules whose code decides what a dataset version holds: a change to a reader or a rule re-runs ingest
+DATA_MODULES = ("collect", "readers", "filters", "content", "clean", "dedup", "pii", "validate", "publish",
+                "records", "formats/__init__", "formats/text", "formats/office", "formats/mail")
 
+
+@lru_cache(maxsize=1)
 def _code_version() -> str:
+    """The package version and a hash of the data stage's code, so an upgrade is not mistaken for a no-op."""
     try:
-        return metadata.version("ragtune")
+        version = metadata.version("ragtune")
     except metadata.PackageNotFoundError:
-        return "dev"
+        version = "dev"
+    h = hashlib.sha256(version.encode())
+    tasks_dir = Path(__file__).resolve().parent.parent / "tasks"
+    for name in DATA_MODULES:
+        path = tasks_dir / f"{name}.py"
+        h.update(path.read_bytes() if path.exists() else b"")
+    return f"{version}+{h.hexdigest()[:12]}"
 
 
 def run_fingerprint(config: IngestConfig, sources_fingerprint: str | None) -> str | None:

@@ -51,6 +51,8 @@ def generate_corpus(root: Path, n: int, exact_dup: float = 0.05, near_dup: float
             kind = "exact" if i >= n - n_exact else "near"
         if kind == "unique":
             text = _document(rng, vocab, cum_weights, doc_bytes)
+            if i % 2:  # a heading with the document's number; copies keep it (another number is another document)
+                text = f"# Document {i}\n\n{text}"
             originals.append(text)
         elif kind == "exact":
             text = rng.choice(originals)
@@ -58,6 +60,5 @@ def generate_corpus(root: Path, n: int, exact_dup: float = 0.05, near_dup: float
             text = _near(rng, rng.choice(originals), vocab)
         counts[kind] += 1
         suffix = ".md" if i % 2 else ".txt"
-        body = f"# Document {i}\n\n{text}\n" if suffix == ".md" else text + "\n"
-        (folder / f"doc-{i:06d}{suffix}").write_text(body, encoding="utf-8")
+        (folder / f"doc-{i:06d}{suffix}").write_text(text + "\n", encoding="utf-8")
     return counts

@@ -82,7 +82,7 @@ def clean_records(in_path: Path, cfg: CleanConfig, out_dir: Path, progress: Prog
     by_hash: dict[str, str] = {}
     near = NearDuplicateIndex(cfg.near_dedup_threshold, cfg.minhash_num_perm) if cfg.near_dedup else None
     fact_aware = {p: resolve_rules(cfg, p).keep_when_facts_differ for p in PROFILE_DEFAULTS}
-    facts: dict[str, tuple[str, ...]] = {}  # numbers of each kept document, for the fact check
+    facts: dict[str, Any] = {}  # numbers and wording of each kept document, for the template check
     kept_by_pattern = 0
     for c in results:
         r = c.record
@@ -121,11 +121,11 @@ def clean_records(in_path: Path, cfg: CleanConfig, out_dir: Path, progress: Prog
 MAX_FACT_CHECKS = 16  # a same-facts copy is among the most similar candidates; templates can have thousands
 
 
-def near_duplicate_of(near: Any, rec: dict[str, Any], sig: Any,
-                      facts: dict[str, tuple[str, ...]] | None) -> tuple[str, float] | None:
+def near_duplicate_of(near: Any, rec: dict[str, Any], sig: Any, facts: dict[str, Any] | None) -> tuple[str, float] | None:
     """The kept document `rec` nearly duplicates, or None after adding it to the index. With `facts`, a
-    candidate whose numbers differ where they align (a template filled with other values) does not count."""
-    from tasks.dedup import facts_differ, numbers
+    candidate with the same wording and other numbers where they align (a template filled with other values)
+    does not count."""
+    from tasks.dedup import other_values, template_key
 
     found = near.matches(sig)
     if facts is None:
@@ -133,9 +133,9 @@ def near_duplicate_of(near: Any, rec: dict[str, Any], sig: Any,
             return found[0]
         near.add(rec["doc_id"], sig)
         return None
-    mine = numbers(rec["text"])
+    mine = template_key(rec["text"])
     for key, sim in found[:MAX_FACT_CHECKS]:
-        if not facts_differ(mine, facts[key]):
+        if not other_values(mine, facts[key]):
             return key, sim
     near.add(rec["doc_id"], sig)
     facts[rec["doc_id"]] = mine

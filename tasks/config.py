@@ -202,9 +202,9 @@ class CleanConfig(StageConfig):
         "(Lee et al. 2022, 'Deduplicating Training Data Makes Language Models Better': 0.8).",
     )
     keep_when_facts_differ: bool | None = Field(
-        default=None, description="Two near duplicates whose numbers differ where they align (a measured value, "
-        "a date, a price) are different documents: keep both. Unset: on for knowledge (template reports), off "
-        "for web (page copies that differ in a view count or a date).",
+        default=None, description="Two near duplicates with the same wording whose numbers differ where they "
+        "align (a measured value, a date, a price) are different documents: keep both. Unset: on for knowledge "
+        "(template reports), off for web (page copies that differ in a view count or a date).",
     )
     minhash_num_perm: int = Field(default=128, ge=16, le=1024, description="MinHash permutations.")
     shingle_size: int = Field(default=5, ge=1, le=16, description="Tokens per shingle (Lee et al.: 5).")

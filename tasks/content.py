@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 # --- mis-decoded bytes -------------------------------------------------------------------------
 
@@ -148,6 +149,9 @@ def _is_base64(token: str) -> bool:
                                           and any(c.isdigit() for c in body)))
 
 
+_SYMBOL = re.compile(r"[^\w\s\-./:]")
+
+
 def _char_class(ch: str) -> int:
     return 0 if ch.islower() else 1 if ch.isupper() else 2 if ch.isdigit() else 3 if not ch.isalpha() else 4
 
@@ -156,9 +160,10 @@ def _random_chars(token: str) -> bool:
     """A token typed by a random generator: the kind of character (small, capital, digit, symbol) changes at
     almost every step and symbols other than separators are sprinkled in. Codes like A7F3-K9P2 (no small
     letters) and identifiers (few symbols) are not."""
+    if len(_SYMBOL.findall(token)) < 2:  # the cheap test first: most long tokens are words or paths
+        return False
     classes = [_char_class(c) for c in token]
-    symbols = sum(1 for c in token if _char_class(c) == 3 and c not in "-_./:")
-    if symbols < 2 or len(set(classes)) < 3:
+    if len(set(classes)) < 3:
         return False
     changes = sum(a != b for a, b in zip(classes, classes[1:], strict=False))
     return changes / (len(token) - 1) > 0.6
@@ -211,12 +216,16 @@ _SAME_RUN = re.compile(r"([^\W_])\1{4,}")
 _KANA = re.compile(r"[\u3041-\u30ff]")
 
 
+_KEY = {ch: (r, i) for r, row in enumerate(_ROWS) for i, ch in enumerate(row)}
+
+
 def _row_run(word: str) -> int:
     """Longest walk along one keyboard row in one direction ("asdf", "lkjh"; not "were", which turns back)."""
     best = run = 1
     step = 0
     for a, b in zip(word, word[1:], strict=False):
-        d = next((row.index(b) - row.index(a) for row in _ROWS if a in row and b in row), 0)
+        ka, kb = _KEY.get(a), _KEY.get(b)
+        d = kb[1] - ka[1] if ka and kb and ka[0] == kb[0] else 0
         if abs(d) == 1 and (run == 1 or d == step):
             run, step = run + 1, d
         else:
@@ -225,6 +234,7 @@ def _row_run(word: str) -> int:
     return best
 
 
+@lru_cache(maxsize=65_536)  # prose repeats its words: judge each once
 def mash_word(word: str) -> bool:
     """A lowercase Latin word of 4+ letters that no language spells: no vowel, 5 consonants in a row, a
     keyboard-row walk, or a short stem typed over and over ("sdfgsdfg", "jkljkl")."""
@@ -254,17 +264,18 @@ def keyboard_mash(text: str, *, max_mash_fraction: float = 0.5, max_vowel_share:
         # one or two odd words (a package name such as "xlsxwriter") are not enough; a keyboard walk is
         if (len(words) >= 3 or all(_row_run(w) >= min(len(w), 5) for w in words)) and mash / len(words) > max_mash_fraction:
             return f"keyboard_mash: {mash} of {len(words)} words are unspellable ({', '.join(words[:3])}...)"
-        letters = "".join(w for w in latin if w.islower())
-        vowels = sum(c in _VOWELS for c in letters)
         # random letters carry ~23% vowels; European languages 35-50%, code identifiers rarely under 30%
-        if len(words) >= 8 and vowels / len(letters) < max_vowel_share and mash / len(words) > max_mash_fraction / 2:
-            return (f"keyboard_mash: {vowels / len(letters):.0%} vowels and {mash} of {len(words)} words unspellable "
-                    "(random letters)")
+        if len(words) >= 8 and mash / len(words) > max_mash_fraction / 2:
+            letters = "".join(w for w in latin if w.islower())
+            vowels = sum(letters.count(v) for v in "aeiouy")
+            if vowels / len(letters) < max_vowel_share:
+                return (f"keyboard_mash: {vowels / len(letters):.0%} vowels and {mash} of {len(words)} words "
+                        "unspellable (random letters)")
     kana = len(_KANA.findall(sample))
     if kana >= 10 and kana > 0.9 * sum(c.isalpha() for c in sample) and len(sample.split()) >= 5:
         return "keyboard_mash: kana split by spaces with no kanji or punctuation (typed at random)"
-    hangul = len(_HANGUL.findall(sample))
     jamo = len(_JAMO.findall(sample))
+    hangul = len(_HANGUL.findall(sample)) if jamo >= 4 else 0
     if jamo >= 4 and jamo / hangul > max_mash_fraction:
         return f"keyboard_mash: {jamo} of {hangul} Korean letters are loose jamo, not syllables"
     visible = sum(map(len, sample.split()))
@@ -277,6 +288,7 @@ def keyboard_mash(text: str, *, max_mash_fraction: float = 0.5, max_vowel_share:
 # --- placeholders ------------------------------------------------------------------------------
 
 LOREM = frozenset(["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "consectetuer", "adipiscing", "adipisicing", "elit", "sed", "eiusmod", "tempor", "incididunt", "labore", "dolore", "magna", "aliqua", "enim", "minim", "veniam", "quis", "nostrud", "exercitation", "ullamco", "laboris", "nisi", "aliquip", "commodo", "consequat", "duis", "aute", "irure", "reprehenderit", "voluptate", "velit", "esse", "cillum", "fugiat", "nulla", "pariatur", "excepteur", "sint", "occaecat", "cupidatat", "proident", "sunt", "culpa", "officia", "deserunt", "mollit", "anim", "laborum", "vestibulum", "maecenas", "nunc", "donec", "integer", "aenean", "pellentesque", "curabitur", "phasellus", "mauris", "nullam", "etiam", "fusce", "praesent", "quisque", "cras", "vivamus", "morbi", "suspendisse", "proin", "aliquam", "tellus", "lectus", "risus", "augue", "mattis", "ligula", "tortor", "turpis", "felis", "massa", "neque", "eros", "urna", "nibh", "odio", "purus", "justo", "lacus", "nisl", "libero", "metus", "magna", "arcu", "diam", "eget", "vitae", "ante", "erat", "semper", "tincidunt", "ultrices", "ultricies", "porttitor", "sapien", "accumsan", "viverra", "faucibus", "vulputate", "volutpat", "sollicitudin"])
+_LOREM_HINT = re.compile(r"\b(?:lorem|ipsum|dolor|amet|consectetur|adipiscing|eiusmod|tempor|vestibulum)\b", re.I)
 PLACEHOLDERS = frozenset({
     "todo", "tbd", "tba", "tbc", "fixme", "wip", "n/a", "na", "none", "null", "test", "testing", "test test",
     "xxx", "placeholder", "coming soon", "lorem ipsum", "untitled", "draft", "delete me", "to do", "...",
@@ -295,19 +307,25 @@ FILLER = re.compile("|".join([
 ]), re.I)
 
 
+_FILLER_HINTS = ("lorem", "sample", "dummy", "placeholder", "text here", "text goes", "ここに", "ダミー", "テキストテキスト",
+                 "가나다라", "아자차카", "입력", "샘플", "javascript")
+
+
 def placeholder(text: str, *, max_lorem_fraction: float = 0.5, max_rest: float = 0.1) -> str | None:
     """Filler, not content: a document that is only a placeholder word ("TODO", "TBD", "Coming soon"); whose
     words are mostly lorem ipsum (more than `max_lorem_fraction`); or which is filler phrases ("ここにテキスト
     が入ります", "가나다라마바사", "enable JavaScript to run this app") and less than `max_rest` of anything else."""
-    bare = re.sub(r"[\s.!:;\-_*#>]+$", "", re.sub(r"^[\s\-_*#>\[\]]+", "", text.strip())).strip().lower()
-    if len(bare) <= 40 and re.sub(r"\s+", " ", bare) in PLACEHOLDERS:
-        return f"placeholder: the whole text is {bare!r}"
+    if len(text) < 200:
+        bare = re.sub(r"[\s.!:;\-_*#>]+$", "", re.sub(r"^[\s\-_*#>\[\]]+", "", text.strip())).strip().lower()
+        if len(bare) <= 40 and re.sub(r"\s+", " ", bare) in PLACEHOLDERS:
+            return f"placeholder: the whole text is {bare!r}"
     sample = text[:_SAMPLE]
-    if FILLER.search(sample):
+    low = sample.lower()
+    if any(k in low for k in _FILLER_HINTS) and FILLER.search(sample):  # the regex is slow: look for a word first
         rest = re.sub(r"[\W_]+", "", FILLER.sub("", sample))
         if len(rest) < max_rest * len(re.sub(r"[\W_]+", "", sample)):
             return "placeholder: filler text (" + FILLER.search(sample).group() + ") and nothing else"
-    words = [w.lower() for w in _LATIN_WORD.findall(text[:_SAMPLE]) if len(w) >= 3]
+    words = [w.lower() for w in _LATIN_WORD.findall(sample) if len(w) >= 3] if _LOREM_HINT.search(sample) else []
     if words:
         lorem = sum(w in LOREM for w in words)
         if lorem >= 3 and lorem / len(words) > max_lorem_fraction:

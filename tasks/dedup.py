@@ -69,19 +69,25 @@ def signature(text: str, num_perm: int = 128, shingle_size: int = 5, seed: int =
 _NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
 
 
-def numbers(text: str) -> tuple[str, ...]:
-    """The numbers of a text in order ("4.71", "2026-01-05", "18:00"): the facts a template fills in."""
-    return tuple(_NUMBER.findall(text))
+def template_key(text: str) -> tuple[tuple[str, ...], str]:
+    """A text as a filled-in template: its numbers in order ("4.71", "2026-01-05", "18:00"), and a hash of its
+    wording with the numbers taken out."""
+    import hashlib
+
+    wording = " ".join(_NUMBER.sub("#", text).split())
+    return tuple(_NUMBER.findall(text)), hashlib.sha1(wording.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def facts_differ(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    """Whether two near-identical texts state different numbers where they align: a value replaced by another
-    (a measurement, a date, a price). Numbers only added or removed (an export year in a heading) do not count."""
-    if a == b:
+def other_values(a: tuple[tuple[str, ...], str], b: tuple[tuple[str, ...], str]) -> bool:
+    """Whether two near-identical texts are one template filled with other values: the same wording, and
+    numbers that differ where they align (a measurement, a date, a price). A copy that was also edited, or
+    whose numbers were only added or removed (an export year in a heading), is a near duplicate."""
+    (nums_a, wording_a), (nums_b, wording_b) = a, b
+    if nums_a == nums_b or wording_a != wording_b:
         return False
     from difflib import SequenceMatcher
 
-    return any(op == "replace" for op, *_ in SequenceMatcher(None, a, b, autojunk=False).get_opcodes())
+    return any(op == "replace" for op, *_ in SequenceMatcher(None, nums_a, nums_b, autojunk=False).get_opcodes())
 
 
 class NearDuplicateIndex:

@@ -122,3 +122,31 @@ def test_parallel_cleaning_matches_serial(tmp_path):
     parallel = clean_records(tmp_path / "in.parquet", CleanConfig(workers=2), tmp_path / "p")
     assert read_records(tmp_path / "s" / "records.parquet") == read_records(tmp_path / "p" / "records.parquet")
     assert serial.dropped == parallel.dropped == 1
+
+
+REPORT = ("Daily report for probe {p}. The study measured a mean latency of {v} ms across the Lisbon region; all "
+          "checks passed and no incident was opened. Availability over the period stayed within the agreed "
+          "objective, and the next calibration is scheduled as usual by the operations team.")
+
+
+def test_templates_filled_with_other_values_are_not_near_duplicates():
+    from tasks.dedup import other_values, template_key
+
+    a = template_key(REPORT.format(p=7, v="104.2"))
+    assert other_values(a, template_key(REPORT.format(p=7, v="98.6")))  # one measured value replaced
+    assert not other_values(a, template_key(REPORT.format(p=7, v="104.2")))  # the same facts
+    edited = REPORT.replace("as usual", "as planned").format(p=7, v="98.6")
+    assert not other_values(a, template_key(edited))  # reworded too: an edited copy, a near duplicate
+    exported = "Export 2025. " + REPORT.format(p=7, v="104.2")
+    assert not other_values(template_key(exported), a)  # a number only added: still a duplicate
+
+
+def test_knowledge_keeps_template_reports_web_deduplicates_them(tmp_path):
+    recs = [_rec(f"r{i}.md", REPORT.format(p=1, v=100 + i)) for i in range(20)]
+    recs.append(_rec("z-copy.md", REPORT.format(p=1, v=100)))  # the first report again, exactly
+    write_records(tmp_path / "in.parquet", recs)
+    knowledge = clean_records(tmp_path / "in.parquet", CleanConfig(), tmp_path / "k")
+    web = clean_records(tmp_path / "in.parquet", CleanConfig(profile="web", min_chars=1), tmp_path / "w")
+    assert knowledge.kept == 20 and web.kept < 10
+    fates = {f.unit: f for f in read_fates(tmp_path / "k" / "fates.jsonl")}
+    assert fates["z-copy.md"].fate == "duplicate" and fates["z-copy.md"].reason.startswith("exact_duplicate")

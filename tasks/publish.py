@@ -172,17 +172,22 @@ def latest_version(ws: Workspace, dataset: str = "docs") -> str | None:
     return read_pointer(ws.dataset_dir(dataset) / "latest")
 
 
+def version_file(ws: Workspace, dataset: str, version: str | None, name: str) -> Path:
+    """`name` (records.parquet, manifest.jsonl, ...) of a published version, the latest when none is given."""
+    version = version or latest_version(ws, dataset)
+    if not version:
+        raise FileNotFoundError(f"no published {dataset} dataset in {ws.root}; run `ragtune ingest` first")
+    path = ws.dataset_dir(dataset) / version / name
+    if not path.exists():
+        raise FileNotFoundError(f"dataset version {version} not found under {ws.dataset_dir(dataset)}")
+    return path
+
+
 def load_dataset_version(ws: Workspace, dataset: str = "docs", version: str | None = None):
     """A published version as a `datasets.Dataset` (the latest when no version is given)."""
     import datasets
 
-    version = version or latest_version(ws, dataset)
-    if not version:
-        raise FileNotFoundError(f"no published {dataset} dataset in {ws.root}; run `ragtune ingest` first")
-    path = ws.dataset_dir(dataset) / version / "records.parquet"
-    if not path.exists():
-        raise FileNotFoundError(f"dataset version {version} not found under {ws.dataset_dir(dataset)}")
-    return datasets.Dataset.from_parquet(str(path))
+    return datasets.Dataset.from_parquet(str(version_file(ws, dataset, version, "records.parquet")))
 
 
 def manifest_path(ws: Workspace, dataset: str = "docs", version: str | None = None, run_id: str | None = None) -> Path:
@@ -192,13 +197,7 @@ def manifest_path(ws: Workspace, dataset: str = "docs", version: str | None = No
         if not path.exists():
             raise FileNotFoundError(f"no manifest for run {run_id} under {ws.quarantine} (only rejected runs keep one there)")
         return path
-    version = version or latest_version(ws, dataset)
-    if not version:
-        raise FileNotFoundError(f"no published {dataset} dataset in {ws.root}; run `ragtune ingest` first")
-    path = ws.dataset_dir(dataset) / version / "manifest.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"dataset version {version} not found under {ws.dataset_dir(dataset)}")
-    return path
+    return version_file(ws, dataset, version, "manifest.jsonl")
 
 
 def select_fates(lines: list[dict[str, Any]], fate: str | None = None, reason: str | None = None,

@@ -82,7 +82,7 @@ def clean_records(in_path: Path, cfg: CleanConfig, out_dir: Path, progress: Prog
     by_hash: dict[str, str] = {}
     near = NearDuplicateIndex(cfg.near_dedup_threshold, cfg.minhash_num_perm) if cfg.near_dedup else None
     fact_aware = {p: resolve_rules(cfg, p).keep_when_facts_differ for p in PROFILE_DEFAULTS}
-    facts: dict[str, Any] = {}  # numbers and wording of each kept document, for the template check
+    facts: dict[str, Any] = {}  # kept document -> its text, then its template key once a check needs it
     kept_by_pattern = 0
     for c in results:
         r = c.record
@@ -133,12 +133,15 @@ def near_duplicate_of(near: Any, rec: dict[str, Any], sig: Any, facts: dict[str,
             return found[0]
         near.add(rec["doc_id"], sig)
         return None
-    mine = template_key(rec["text"])
-    for key, sim in found[:MAX_FACT_CHECKS]:
-        if not other_values(mine, facts[key]):
-            return key, sim
+    if found:
+        mine = template_key(rec["text"])
+        for key, sim in found[:MAX_FACT_CHECKS]:
+            if isinstance(facts[key], str):  # keys are computed only for documents that meet a near copy
+                facts[key] = template_key(facts[key])
+            if not other_values(mine, facts[key]):
+                return key, sim
     near.add(rec["doc_id"], sig)
-    facts[rec["doc_id"]] = mine
+    facts[rec["doc_id"]] = template_key(rec["text"]) if found else rec["text"]
     return None
 
 

@@ -230,7 +230,9 @@ class ValidateConfig(StageConfig):
     min_rows: int = Field(default=1, ge=0, description="Minimum number of documents in a dataset version.")
     min_text_chars: int = Field(default=1, ge=0, description="Lower bound of a document's text length.")
     max_text_chars: int = Field(
-        default=1_000_000, gt=0, description="Upper bound of a document's text length (characters)."
+        default=20_000_000, gt=0, description="Upper bound of a document's text length (characters). Exports are "
+        "long: a 60,000-row CSV is about 3 million characters, a 1,500-page manual more; files are also bounded "
+        "by collect.max_file_bytes.",
     )
     forbid_html: bool = Field(default=True, description="Fail documents that still contain HTML tags.")
     data_docs: bool = Field(default=True, description="Write Great Expectations Data Docs to reports/.")

@@ -213,6 +213,7 @@ _NO_VOWEL_WORDS = {"html", "http", "https", "ctrl", "sftp", "pnpm", "scss", "xml
 _JAMO = re.compile(r"[\u3131-\u318e]")
 _HANGUL = re.compile(r"[\u3131-\u318e\uac00-\ud7a3]")
 _SAME_RUN = re.compile(r"([^\W_])\1{4,}")
+_HEXISH = re.compile(r"\b(?:0x)?(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{6,}\b")
 _KANA = re.compile(r"[\u3041-\u30ff]")
 
 
@@ -257,7 +258,8 @@ def keyboard_mash(text: str, *, max_mash_fraction: float = 0.5, max_vowel_share:
     written with spaces), or one letter held down. Words with capitals (acronyms, names, identifiers) are
     not judged."""
     sample = text[:_SAMPLE]
-    latin = _LATIN_WORD.findall(unicodedata.normalize("NFKC", sample))  # full-width ｓｄｆｇ (IME left on) is sdfg
+    # full-width ｓｄｆｇ (IME left on) is sdfg; hex ids and hashes (0x7ab4ea94, a3f9c2d1) are not words
+    latin = _LATIN_WORD.findall(_HEXISH.sub(" ", unicodedata.normalize("NFKC", sample)))
     words = [w for w in latin if w.islower() and len(w) >= 4]
     if words:
         mash = sum(map(mash_word, words))

@@ -213,6 +213,9 @@ def repeated_lines(text: str, *, max_line_fraction: float = 0.30, max_char_fract
 
 # --- profiles: which rules apply to which document ---------------------------------------------
 
+# formats a program wrote or reads: identifiers, hex ids, escapes and test strings are data here, not mash or a
+# mixed-up codec, so only the plain signs of non-text (control and private-use codepoints, base64, bundles) apply
+STRUCTURED_FORMATS = frozenset({"code", "config", "csv", "tsv", "xlsx", "log"})
 HARD_REASONS = frozenset({"empty", "html_no_text", "misdecoded", "mostly_symbols"})
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     # a knowledge base: drop only what is not text or not content; nothing for being repetitive or short
@@ -307,8 +310,8 @@ def content_reasons(text: str, rules: Rules, cfg: CleanConfig, toks: list[str], 
     if rules.placeholders:
         yield content.placeholder(text)
     if rules.encoded_blobs:
-        yield content.encoded_blob(text, code=fmt in ("code", "config"))
-    if rules.keyboard_mash and fmt not in ("code", "config"):  # identifiers are not words
+        yield content.encoded_blob(text, code=fmt in STRUCTURED_FORMATS)
+    if rules.keyboard_mash and fmt not in STRUCTURED_FORMATS:  # identifiers and hex ids are not words
         yield content.keyboard_mash(text)
     if rules.min_chars:
         yield too_short(text, min_chars=rules.min_chars)
@@ -353,7 +356,7 @@ def clean_document(rec: dict[str, Any], cfg: CleanConfig, boilerplate: re.Patter
         reason = "boilerplate_only: every line was boilerplate, stripped" if raw else "empty: no text after cleaning"
         return Cleaned(rec, reason, pii, profile=rules.profile)
     for reason in (
-        content.misdecoded(text, code=rec.get("format") in ("code", "config")) if rules.misdecoded else None,
+        content.misdecoded(text, code=rec.get("format") in STRUCTURED_FORMATS) if rules.misdecoded else None,
         mostly_symbols(text, min_alnum_ratio=rules.min_alnum_ratio) if rules.mostly_symbols else None,
     ):
         if reason:

@@ -190,6 +190,9 @@ def validate_records(
     for i, rec in enumerate(records):
         if i in failed_rows:
             reason = f"validate: failed {', '.join(sorted(failed_rows[i]))}"
+            if "text_length" in failed_rows[i]:
+                reason += (f" ({len(rec.get('text') or ''):,} characters; validation.min_text_chars "
+                           f"{cfg.min_text_chars:,} .. max_text_chars {cfg.max_text_chars:,})")
             fate = Fate(rec["unit"], "quarantined", reason, rec["source_uri"], rec["doc_id"], "validate")
             fates.append(fate)
             quarantined.append({**fate.manifest_line(), "checks": sorted(failed_rows[i]), "record": rec})

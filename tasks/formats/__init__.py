@@ -74,7 +74,20 @@ def format_for_name(name: str) -> str | None:
 
 
 def convert(data: bytes, fmt: str, doc_id: str) -> Converted:
-    """`data` in format `fmt` (one of FORMATS) as text; raises UnitError when the unit cannot be read."""
+    """`data` in format `fmt` (one of FORMATS) as text; raises UnitError, and only UnitError, when the unit
+    cannot be read: a parser's own exception on a broken file becomes the unit's quarantine reason instead of
+    stopping the run."""
+    from tasks.readers import UnitError
+
+    try:
+        return _convert(data, fmt, doc_id)
+    except UnitError:
+        raise
+    except Exception as exc:  # zip, lxml, openpyxl, email: each library raises its own types on broken input
+        raise UnitError(f"{fmt}: unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+def _convert(data: bytes, fmt: str, doc_id: str) -> Converted:
     if fmt in ("docx", "pptx", "xlsx"):
         from tasks.formats import office
 

@@ -36,8 +36,11 @@ def convert_eml(data: bytes) -> Converted:
         msg = BytesParser(policy=policy.default).parsebytes(data)
     except (ValueError, TypeError, IndexError) as exc:
         raise UnitError(f"eml: unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
-    if not isinstance(msg, EmailMessage) or not msg.keys():
-        raise UnitError("eml: not an e-mail message (no headers such as From, To or Subject)")
+    if not isinstance(msg, EmailMessage) or not msg.keys():  # a body saved without its headers: still text
+        from tasks.readers import decode_text
+
+        text, encoding = decode_text(data)
+        return Converted(text, "", {"headers": False} if encoding == "utf-8" else {"headers": False, "encoding": encoding})
     subject = str(msg.get("Subject", "") or "").strip()
     header = [f"{h}: {msg[h]}" for h in _HEADERS if msg.get(h)]
     body_part = msg.get_body(preferencelist=("plain", "html"))

@@ -130,6 +130,28 @@ def test_broken_and_protected_office_files_are_quarantined_with_their_reason():
         assert p.error is not None and p.error.fate == "quarantined" and needle in p.error.reason, (name, p.error)
 
 
+def test_a_parser_crash_on_a_broken_part_is_a_quarantine_reason_not_a_failed_run(monkeypatch):
+    good = make_docx()
+    parts = {}
+    with zipfile.ZipFile(io.BytesIO(good)) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    parts["word/document.xml"] = b"<w:document><unclosed"
+    broken = io.BytesIO()
+    with zipfile.ZipFile(broken, "w") as z:
+        for name, body in parts.items():
+            z.writestr(name, body)
+    p = read(broken.getvalue(), "broken-xml.docx")
+    assert p.error is not None and p.error.fate == "quarantined" and p.error.reason.startswith("docx: unreadable (")
+    from tasks.formats import mail
+
+    def boom(data: bytes):
+        raise LookupError("unknown charset x-weird")
+
+    monkeypatch.setattr(mail, "convert_eml", boom)
+    p = read(b"Subject: hi\n\nbody", "odd.eml")
+    assert p.error.reason == "eml: unreadable (LookupError: unknown charset x-weird)"
+
+
 def test_csv_and_tsv_exports_become_tables():
     p = read(b'name;price;seats\nSkiff;0;3\nCutter;"29|x";50\n\n', "plans.csv")  # sniffed ';' dialect
     assert p.text == "| name | price | seats |\n|---|---|---|\n| Skiff | 0 | 3 |\n| Cutter | 29\\|x | 50 |"
@@ -202,6 +224,13 @@ def test_email_with_signature_alternative_parts_and_attachments():
     html_only.set_content("<html><body><main><p>Harbors now sync every five minutes.</p></main></body></html>",
                           subtype="html")
     assert "Harbors now sync every five minutes." in read(html_only.as_bytes(), "n.eml").text
+
+
+def test_an_eml_without_headers_is_read_as_text():
+    """A mailing-list digest body saved as .eml (as in CPython's email test data): content, not a broken mail."""
+    p = read(b"Send Ppp mailing list submissions to\n\tppp@zzz.example\n\nTo subscribe, visit the list page.\n",
+             "digest.eml")
+    assert p.error is None and p.text.startswith("Send Ppp mailing list") and p.metadata == {"headers": False}
 
 
 def test_unknown_and_legacy_formats_stay_unsupported():

@@ -31,7 +31,7 @@ def test_suite_quarantines_exactly_the_failing_rows(ws, tmp_path):
     fates = {f.doc_id: f.reason for f in read_fates(tmp_path / "out" / "fates.jsonl")}
     assert set(fates) == {"html", "nul", "long", "pii"}
     assert "no_html" in fates["html"] and "no_control_chars" in fates["nul"]
-    assert "text_length" in fates["long"] and "no_pii_email" in fates["pii"]
+    assert "text_length" in fates["long"] and "max_text_chars 1,000)" in fates["long"] and "no_pii_email" in fates["pii"]
     assert {r["doc_id"] for r in read_records(tmp_path / "out" / "records.parquet")} == {"ok1", "ok2", "ok3", "snippet"}
     assert res.quarantined == 4 and res.passed == 4 and not res.table_failures
     q = (ws.quarantine / "run-1" / "quarantine.jsonl").read_text()

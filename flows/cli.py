@@ -339,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flows.cli_data import add_commands as add_data
 
     add_data(add)
+    from flows.cli_serve import add_commands as add_serve
+
+    add_serve(add)
     return p
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from tasks.config import AskConfig, SFTDataConfig
 from tasks.workspace import Workspace, atomic_write_json, read_json
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: sources carry the passage text
 
 
 def serving_model(ws: Workspace) -> dict[str, Any]:
@@ -31,17 +31,28 @@ def serving_model(ws: Workspace) -> dict[str, Any]:
             "data": default.data}
 
 
-def cache_key(question: str, index_state: str | None, model_version: str, cfg: AskConfig, data: SFTDataConfig) -> str:
+def cache_key(question: str, index_state: str | None, model_version: str, cfg: AskConfig, data: SFTDataConfig,
+              variant: dict[str, Any] | None = None) -> str:
+    """`variant`: what else shaped the answer (the server's passage count or filters when not the defaults)."""
     from tasks.sft import normalize_question
 
     blob = {"q": normalize_question(question), "index": index_state, "model": model_version, "format": CACHE_FORMAT,
             "max_new_tokens": cfg.max_new_tokens,
             "prompt": data.model_dump(include={"rag_context", "context_k", "context_chars", "system_prompt"})}
+    if variant:
+        blob["variant"] = variant
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
 def cache_path(ws: Workspace, key: str) -> Path:
     return ws.root / "cache" / "answers" / key[:2] / f"{key}.json"
+
+
+def source_list(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The citations of an answer: numbered as in the prompt, with the passage text."""
+    return [{"n": i, "doc_id": h["doc_id"], "source_uri": h["source_uri"], "title": h.get("title"),
+             "section": h.get("section"), "score": h.get("score"), "text": h.get("text")}
+            for i, h in enumerate(hits, start=1)]
 
 
 def ask(ws: Workspace, question: str, cfg: AskConfig) -> dict[str, Any]:
@@ -77,9 +88,10 @@ def ask(ws: Workspace, question: str, cfg: AskConfig) -> dict[str, Any]:
     llm, tokenizer = load_systems(resolve_base_model(ws, model["base_model"]), adapters)
     with use_system(llm, "champion" if adapters else "base"):
         answer = generate(llm, tokenizer, [prompt], cfg.max_new_tokens, 1)[0]
-    out = {"question": question, "answer": answer, "model": model["version"], "index_version": index_state,
-           "sources": [{"n": i, "doc_id": h["doc_id"], "source_uri": h["source_uri"], "title": h.get("title"),
-                        "section": h.get("section"), "score": h.get("score")} for i, h in enumerate(hits, start=1)]}
+    from tasks.pii import redact_pii
+
+    out = {"question": redact_pii(question)[0], "answer": answer, "model": model["version"],
+           "index_version": index_state, "sources": source_list(hits)}
     if cfg.cache:
         atomic_write_json(path, out)
     return {**out, "cached": False, "seconds": time.perf_counter() - t}

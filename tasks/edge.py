@@ -37,14 +37,14 @@ class EdgeClient:
 
     One process at a time (an exclusive file lock, held until `close`), like qdrant-client's local mode."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, wait_s: float = 0.0) -> None:
         from filelock import FileLock, Timeout
 
         self.root = Path(root)
         (self.root / "collections").mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.root / ".lock"))
         try:
-            self._lock.acquire(timeout=0)
+            self._lock.acquire(timeout=wait_s)
         except Timeout:
             raise EdgeBusyError(f"another process has the embedded Qdrant folder open ({self.root})") from None
         self._shards: dict[str, Any] = {}

@@ -44,27 +44,41 @@ def local_engine() -> str:
     return engine
 
 
-def open_local(path: Path, engine: str | None = None) -> Any:
+def busy_wait_s() -> float:
+    """How long opening the embedded engine waits for another process to let go of it (RAGTUNE_QDRANT_WAIT_S,
+    default 5 s): long enough for the server's copy of a served collection, short enough to fail fast when a
+    build holds it."""
+    return float(os.environ.get("RAGTUNE_QDRANT_WAIT_S", "5"))
+
+
+def open_local(path: Path, engine: str | None = None, wait_s: float | None = None) -> Any:
     """An embedded Qdrant at `path` (one process at a time); `QdrantBusyError` when another process has it."""
+    import time
+
     from tasks.edge import EdgeBusyError, EdgeClient
 
+    wait_s = busy_wait_s() if wait_s is None else wait_s
     engine = engine or local_engine()
     path.mkdir(parents=True, exist_ok=True)
     busy = (f"another process has the local Qdrant index open ({path}); the embedded engine allows one process "
             "at a time: wait for it, or set QDRANT_URL to use a Qdrant server")
     if engine == "edge":
         try:
-            return EdgeClient(path / "edge")
+            return EdgeClient(path / "edge", wait_s=wait_s)
         except EdgeBusyError:
             raise QdrantBusyError(busy) from None
     from qdrant_client import QdrantClient
 
-    try:
-        return QdrantClient(path=str(path))
-    except RuntimeError as exc:
-        if "already accessed" in str(exc):
-            raise QdrantBusyError(busy) from None
-        raise
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return QdrantClient(path=str(path))
+        except RuntimeError as exc:
+            if "already accessed" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise QdrantBusyError(busy) from None
+            time.sleep(0.2)
 
 
 def open_client(ws: Workspace, url: str | None = None, api_key: str | None = None) -> Any:

@@ -9,11 +9,13 @@ import json
 import os
 import shutil
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import SAMPLE
-from tests.integration.helpers import DOCS, free_port, qa_file
+from tests.integration.helpers import DOCS, free_port, qa_file, register_champion
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +48,76 @@ def stack(tmp_path_factory, base_model_dir):
     finally:
         stopped = stack_mod.stop(state, timeout_s=8)  # SIGKILL what has not exited by then
         assert not (state / "stack.json").exists() and len(stopped) == 3  # server + two workers, exactly
+
+
+@pytest.fixture(scope="session")
+def serve_home(tmp_path_factory, prefect_harness, base_model_dir):
+    """A workspace with the stack's five documents ingested and indexed, and a first champion (v1)."""
+    from flows.index import index_flow
+    from flows.ingest import ingest_flow
+    from tasks.config import IndexConfig, IngestConfig
+
+    root = tmp_path_factory.mktemp("serve")
+    corpus = root / "corpus"
+    for doc in DOCS:
+        (corpus / doc).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SAMPLE / "corpus" / doc, corpus / doc)
+    home = root / "ws"
+    ingest_flow(IngestConfig.model_validate({"collect": {"sources": [str(corpus)]}}), home=str(home))
+    index_flow(IndexConfig(), home=str(home))
+    register_champion(home, base_model_dir, "run-a", seed=1)
+    return home
+
+
+def start_server(home, *args: str, timeout_s: float = 180) -> tuple[Any, str]:
+    """`ragtune serve` as a subprocess on a free port; returns (process, base URL) once /readyz says ready."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.conftest import PROJECT_ROOT
+
+    port = free_port()
+    env = {**os.environ, "RAGTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    log = open(Path(home).parent / f"serve-{port}.log", "w")  # noqa: SIM115 (closed with the process)
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(port), *args], cwd=PROJECT_ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"ragtune serve exited with {proc.returncode}: "
+                                 f"{Path(log.name).read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(f"ragtune serve not ready after {timeout_s:.0f} s: {Path(log.name).read_text()[-3000:]}")
+
+
+def stop_server(proc: Any) -> None:
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def served(serve_home):
+    """One server for the serving tests: short answers, a fixed support threshold, a log segment per 8 requests."""
+    cfg = Path(serve_home).parent / "serve.yaml"
+    cfg.write_text(json.dumps({"serve": {"max_new_tokens": 8, "reload_interval_s": 0.5, "segment_max_records": 8,
+                                         "guardrails": {"min_support": 0.3}}}), encoding="utf-8")
+    proc, url = start_server(serve_home, "--config", str(cfg))
+    try:
+        yield {"url": url, "home": serve_home, "proc": proc}
+    finally:
+        stop_server(proc)

@@ -72,3 +72,32 @@ def wait_run(client: httpx.Client, run_id: str, timeout_s: float = 600) -> dict[
     run = wait_for(done, timeout_s, f"flow run {run_id}", 2.0)
     assert run["state_type"] == "COMPLETED", f"{run['name']}: {run['state']['message']}"
     return run
+
+
+def make_adapter(base_model_dir: str, folder, seed: int) -> str:
+    """A LoRA adapter on the test base model, saved as safetensors (its B matrices are random, so it changes the
+    answers): a stand-in for a trained champion where only loading and swapping are under test."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.save_pretrained(str(folder), safe_serialization=True)
+    return str(folder)
+
+
+def register_champion(home, base_model_dir: str, run_id: str, seed: int) -> str:
+    """Register an adapter as a training run and promote it; returns its registry version."""
+    from pathlib import Path
+
+    from tasks import registry
+    from tasks.workspace import Workspace
+
+    ws = Workspace(Path(home))
+    adapter = make_adapter(base_model_dir, ws.models / run_id / "adapter", seed)
+    rec = registry.register(ws, {"run_id": run_id, "adapter_dir": adapter, "base_model": base_model_dir},
+                            as_challenger=False)
+    registry.promote(ws, rec["version"], reason="test")
+    return rec["version"]

@@ -1,0 +1,293 @@
+"""What the server keeps loaded: the served index (a private copy of the collection when the engine is embedded,
+so index builds in other processes never wait for the server), the champion on its base model, and a batcher that
+generates the answers of concurrent questions together. `Server` watches the aliases and swaps both atomically."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.serving.config import ServeConfig
+from tasks.workspace import Workspace, new_run_id
+
+log = logging.getLogger("ragtune.serve")
+
+
+class NotReadyError(RuntimeError):
+    """The server has nothing loaded yet (no index served, the model still loading)."""
+
+
+def desired_state(ws: Workspace, cfg: ServeConfig) -> dict[str, Any]:
+    """What should be served now: the champion (or base model) and the served index's state. File reads only."""
+    from tasks.ask import serving_model
+    from tasks.qdrant import served_state
+
+    model = serving_model(ws)
+    collection, state = served_state(ws, cfg.index_name) if model["data"].rag_context else (None, None)
+    return {**model, "collection": collection, "index_state": state}
+
+
+class Retriever:
+    """Hybrid search plus the support score (cosine of the question and the closest passage) on one collection.
+    With the embedded engine the collection is copied under `serve/snapshots/` while the engine's lock is held,
+    then searched there: a later build or in-place update changes the original, never this copy."""
+
+    def __init__(self, ws: Workspace, index_name: str, collection: str, snapshot_root: Path | None = None) -> None:
+        from tasks.config import IndexConfig
+        from tasks.qdrant import open_client, open_local
+        from tasks.workspace import read_json
+
+        self.collection = collection
+        self.snapshot: Path | None = None
+        meta = read_json(ws.index_meta_path(collection), default={}) or {}
+        self.index_version = str(meta.get("index_version") or collection)
+        self.icfg = IndexConfig.model_validate(meta["config"]) if meta.get("config") else IndexConfig(name=index_name)
+        if os.environ.get("QDRANT_URL") or snapshot_root is None:
+            self.client = open_client(ws)
+        else:
+            self.snapshot = snapshot_root / f"{new_run_id()}-{os.getpid()}"
+            self.client = open_local(self.snapshot, engine=copy_collection(ws, collection, self.snapshot))
+        self._lock = threading.Lock()  # fast tokenizers and the embedded engine are not safe across threads
+
+    def search(self, question: str, k: int, filters: dict[str, Any] | None = None,
+               ) -> tuple[list[dict[str, Any]], float | None]:
+        """(top-k hybrid hits, support): support is None when nothing was found."""
+        from tasks.embed import embed_texts
+        from tasks.search import build_filter, search_collection
+
+        with self._lock:
+            vec = embed_texts([question], self.icfg.embedding_model)[0].tolist()
+            hits = search_collection(self.client, self.collection, question, self.icfg, k, "hybrid", filters,
+                                     dense_vector=vec)
+            top = self.client.query_points(self.collection, query=vec, using="dense", limit=1,
+                                           query_filter=build_filter(filters), with_payload=False).points
+        return hits, (float(top[0].score) if top else None)
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        finally:
+            if self.snapshot is not None:
+                shutil.rmtree(self.snapshot, ignore_errors=True)
+
+
+def copy_collection(ws: Workspace, collection: str, dest: Path) -> str:
+    """Copy one collection of the embedded engine (and an alias file naming it) to `dest`, holding the engine's
+    lock so the copy is consistent; waits for a build in progress to finish. Returns the engine name."""
+    from tasks.qdrant import QdrantBusyError, local_engine, open_local
+
+    engine = local_engine()
+    deadline = time.monotonic() + 3600
+    while True:
+        try:
+            client = open_local(ws.qdrant, engine=engine, wait_s=30)
+            break
+        except QdrantBusyError:  # an index build holds it: keep serving the old copy and try again
+            if time.monotonic() > deadline:
+                raise
+            log.info("waiting for the index build that holds %s", ws.qdrant)
+    try:
+        if engine == "edge":
+            from tasks.workspace import atomic_write_json
+
+            shutil.copytree(ws.qdrant / "edge" / "collections" / collection, dest / "edge" / "collections" / collection,
+                            ignore=shutil.ignore_patterns(".lock"))
+            atomic_write_json(dest / "edge" / "aliases.json", {})
+        else:
+            shutil.copytree(ws.qdrant, dest, ignore=shutil.ignore_patterns(".lock", "edge"), dirs_exist_ok=True)
+    finally:
+        client.close()
+    return engine
+
+
+@dataclass
+class _Job:
+    prompt: list[dict[str, str]]
+    future: Future = field(default_factory=Future)
+
+
+class Batcher:
+    """One thread that generates for queued prompts: the first prompt waits up to `window_ms` for others, and up to
+    `max_batch` prompts go through one padded `generate` call (greedy decoding, as evaluation does)."""
+
+    def __init__(self, llm: Any, tokenizer: Any, max_new_tokens: int, window_ms: float, max_batch: int,
+                 on_batch: Any = None) -> None:
+        self.llm, self.tokenizer = llm, tokenizer
+        self.max_new_tokens, self.window_s, self.max_batch = max_new_tokens, window_ms / 1000, max_batch
+        self.on_batch = on_batch
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="ragtune-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, prompt: list[dict[str, str]]) -> Future:
+        job = _Job(prompt)
+        self._queue.put(job)
+        return job.future
+
+    def _run(self) -> None:
+        from tasks.generate import generate
+
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            jobs = [first]
+            deadline = time.monotonic() + self.window_s
+            while len(jobs) < self.max_batch:
+                left = deadline - time.monotonic()
+                try:
+                    nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                jobs.append(nxt)
+            try:
+                answers = generate(self.llm, self.tokenizer, [j.prompt for j in jobs], self.max_new_tokens, len(jobs))
+            except Exception as exc:  # every waiting request learns why, none hangs
+                for j in jobs:
+                    j.future.set_exception(exc)
+                continue
+            if self.on_batch:
+                self.on_batch(len(jobs))
+            for j, a in zip(jobs, answers, strict=True):
+                j.future.set_result(a)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+
+
+class Engine:
+    """One loaded (model version, index state): retrieval, prompt settings, model and batcher. Requests count
+    themselves in and out, so a retired engine is closed only after its last request."""
+
+    def __init__(self, ws: Workspace, cfg: ServeConfig, state: dict[str, Any], on_batch: Any = None) -> None:
+        from tasks.generate import load_systems
+        from tasks.model import resolve_base_model
+
+        self.model_version = state["version"]
+        self.index_state = state["index_state"]
+        self.data = state["data"].model_copy(update={"index_name": cfg.index_name})
+        self.retriever = (Retriever(ws, cfg.index_name, state["collection"], ws.root / "serve" / "snapshots")
+                          if state["collection"] else None)
+        try:
+            adapters = {"champion": state["adapter_dir"]} if state["adapter_dir"] else {}
+            self.llm, self.tokenizer = load_systems(resolve_base_model(ws, state["base_model"]), adapters)
+            if adapters:
+                self.llm.set_adapter("champion")
+        except BaseException:
+            if self.retriever:
+                self.retriever.close()
+            raise
+        self.batcher = Batcher(self.llm, self.tokenizer, cfg.max_new_tokens, cfg.batch_window_ms, cfg.max_batch,
+                               on_batch)
+        self.loaded_at = time.time()
+        self._inflight = 0
+        self._cond = threading.Condition()
+
+    def key(self) -> tuple[str, str | None]:
+        return self.model_version, self.index_state
+
+    def enter(self) -> None:
+        with self._cond:
+            self._inflight += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._inflight -= 1
+            self._cond.notify_all()
+
+    def close(self, timeout_s: float = 300) -> None:
+        """Wait for the requests still using this engine, then release the model, the batcher and the copy."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._inflight == 0, timeout=timeout_s)
+        self.batcher.close()
+        if self.retriever:
+            self.retriever.close()
+        self.llm = self.tokenizer = None
+
+
+class Server:
+    """The engine being served, swapped atomically by a watcher thread when the champion or the index moves."""
+
+    def __init__(self, ws: Workspace, cfg: ServeConfig, on_swap: Any = None, on_batch: Any = None) -> None:
+        self.ws, self.cfg = ws, cfg
+        self.engine: Engine | None = None
+        self.error: str | None = "loading"
+        self.swaps = 0
+        self.on_swap, self.on_batch = on_swap, on_batch
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="ragtune-watch", daemon=True)
+
+    def start(self) -> None:
+        from tasks.serving.requestlog import owner_alive
+
+        folder = self.ws.root / "serve" / "snapshots"
+        for p in folder.iterdir() if folder.is_dir() else []:  # copies left by a server that was killed
+            if not owner_alive(p):
+                shutil.rmtree(p, ignore_errors=True)
+        self._thread.start()
+
+    def acquire(self) -> Engine:
+        """The current engine, counted in (call `leave` on it when done)."""
+        engine = self.engine
+        if engine is None:
+            raise NotReadyError(self.error or "loading")
+        engine.enter()
+        return engine
+
+    def check(self) -> bool:
+        """Load what should be served if it differs from what is; True when a swap happened."""
+        try:
+            want = desired_state(self.ws, self.cfg)
+        except Exception as exc:  # a registry or alias file being replaced: try again next tick
+            log.warning("cannot read what to serve: %s", exc)
+            return False
+        if want["data"].rag_context and want["collection"] is None:
+            if self.engine is None:
+                self.error = f"no index named {self.cfg.index_name!r} is served: run `ragtune index`"
+            return False
+        if self.engine is not None and self.engine.key() == (want["version"], want["index_state"]):
+            return False
+        t = time.perf_counter()
+        try:
+            new = Engine(self.ws, self.cfg, want, self.on_batch)
+        except Exception as exc:
+            log.exception("loading %s / %s failed; still serving the previous one", want["version"], want["index_state"])
+            if self.engine is None:
+                self.error = f"loading failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            return False
+        old, self.engine = self.engine, new  # one reference assignment: the swap
+        self.error = None
+        self.swaps += old is not None
+        log.info("serving model %s with index %s (loaded in %.1f s)", new.model_version, new.index_state,
+                 time.perf_counter() - t)
+        if self.on_swap:
+            self.on_swap(old, new)
+        if old is not None:
+            threading.Thread(target=old.close, name="ragtune-retire", daemon=True).start()
+        return True
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.check()
+            self._stop.wait(self.cfg.reload_interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        if self.engine is not None:
+            self.engine.close(timeout_s=30)
+            self.engine = None
+

@@ -1,0 +1,180 @@
+"""Guardrails of the server: input limits, PII redaction before anything is written, prompt-injection flags on
+the question and the retrieved passages, the safety blocklist on answers, and the "not found in the documents"
+threshold on retrieval support, calibrated on the evaluation split. Every decision is a small dict
+{check, action, detail} that the response and the request log carry."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from tasks.serving.config import GuardrailConfig
+from tasks.workspace import Workspace, read_json
+
+DEFAULT_SUPPORT = 0.2  # used until `ragtune calibrate` has written serve/calibration.json
+
+# Prompt-injection patterns, written against the families of attacks documented in OWASP's LLM01 (prompt
+# injection) and the examples of Greshake et al. 2023 ("Not what you've signed up for"): instructions to ignore
+# or override earlier ones, requests for the system prompt, role hijacking, and chat-template tokens smuggled
+# into text. They flag; they never change the text (a false positive costs a label, not an answer).
+INJECTION_PATTERNS: dict[str, str] = {
+    "ignore_instructions": r"\b(?:ignore|disregard|forget|override|bypass)\b.{0,40}\b(?:previous|prior|above|earlier|"
+                           r"preceding|all|any|your|the)\b.{0,20}\b(?:instructions?|prompts?|rules|directions|"
+                           r"guidelines|context)\b",
+    "reveal_prompt": r"\b(?:reveal|show|print|repeat|output|leak|tell me)\b.{0,30}\b(?:system|hidden|initial|"
+                     r"original)\s+(?:prompt|instructions?|message)\b",
+    "role_hijack": r"\b(?:you are now|from now on,? you (?:are|will)|pretend (?:to be|you are)|act as (?:an? )?"
+                   r"(?:unrestricted|uncensored|jailbroken|evil|dan)\b|developer mode|jailbreak|do anything now)",
+    "new_instructions": r"(?:^|\n)\s*(?:new|updated|real|actual) (?:instructions?|system prompt)\s*:",
+    "template_tokens": r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id)\|>|\[/?INST\]|"
+                       r"<</?SYS>>|^\s*###\s*(?:system|instruction)\s*:",
+}
+_INJECTION = {name: re.compile(p, re.IGNORECASE | re.MULTILINE | re.DOTALL) for name, p in INJECTION_PATTERNS.items()}
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class GuardrailError(ValueError):
+    """A request refused by an input guardrail; `status` is the HTTP code, `check` the rule's name."""
+
+    def __init__(self, check: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.check = check
+        self.status = status
+
+
+def decision(check: str, action: str, detail: str) -> dict[str, str]:
+    return {"check": check, "action": action, "detail": detail}
+
+
+def check_question(question: Any, cfg: GuardrailConfig) -> str:
+    """The question, stripped; `GuardrailError` when it is missing, not text, empty or too long."""
+    if not isinstance(question, str):
+        raise GuardrailError("input_type", f"question must be a string, not {type(question).__name__}")
+    text = unicodedata.normalize("NFC", question).strip()
+    if not text:
+        raise GuardrailError("input_empty", "the question is empty")
+    if _CONTROL.search(text) or "\ufffd" in text:
+        raise GuardrailError("input_not_text", "the question holds control characters or undecodable bytes: "
+                             "send plain UTF-8 text")
+    if len(text) > cfg.max_question_chars:
+        raise GuardrailError("input_too_long", f"the question has {len(text)} characters; the limit is "
+                             f"{cfg.max_question_chars}", status=413)
+    return text
+
+
+def redact(text: str | None, cfg: GuardrailConfig) -> tuple[str | None, dict[str, int]]:
+    """The text with personal data and secrets replaced (the ingest patterns), and a count per kind."""
+    if not text or not cfg.redact_pii:
+        return text, {}
+    from tasks.pii import redact_pii
+
+    return redact_pii(text)
+
+
+def find_injection(text: str) -> list[str]:
+    """Names of the injection patterns found in `text`."""
+    return [name for name, rx in _INJECTION.items() if rx.search(text)]
+
+
+@lru_cache(maxsize=4)
+def _blocklist(path: str) -> Any:
+    from tasks.safety import load_blocklist
+
+    return load_blocklist(path)
+
+
+def blocked_terms(answer: str, cfg: GuardrailConfig) -> list[str]:
+    """Blocklist entries found in the answer (the check evaluation counts as unsafe)."""
+    return _blocklist(cfg.safety_blocklist).matches(answer)
+
+
+def calibration_path(ws: Workspace) -> Path:
+    return ws.root / "serve" / "calibration.json"
+
+
+def support_threshold(ws: Workspace, cfg: GuardrailConfig) -> tuple[float, str]:
+    """(threshold, where it comes from): the setting, the calibration file, or the default."""
+    if cfg.min_support is not None:
+        return cfg.min_support, "guardrails.min_support"
+    cal = read_json(calibration_path(ws), default=None)
+    if cal and cal.get("threshold") is not None:
+        return float(cal["threshold"]), f"calibrated on {cal.get('questions', '?')} questions"
+    return DEFAULT_SUPPORT, "default (run `ragtune calibrate`)"
+
+
+def choose_threshold(in_domain: list[tuple[float, bool]], off_topic: list[float]) -> tuple[float, list[dict[str, Any]]]:
+    """The support threshold that makes the most right decisions, and the curve behind it.
+
+    `in_domain`: (support, hit) per evaluation question, hit = its reference document was in the prompt's
+    context; `off_topic`: supports of questions the documents do not answer. A decision is right when an
+    in-domain question with a hit is answered or an off-topic question is refused. Ties go to the lower
+    threshold (answering more)."""
+    cands = sorted({0.0, *(round(s, 4) for s, _ in in_domain), *(round(s, 4) for s in off_topic)})
+    total = len(in_domain) + len(off_topic)
+    curve = []
+    for t in cands:
+        answered = [(s, h) for s, h in in_domain if s >= t]
+        right = sum(h for _, h in answered) + sum(s < t for s in off_topic)
+        curve.append({"threshold": t, "answer_rate": len(answered) / len(in_domain) if in_domain else 0.0,
+                      "answered_accuracy": (sum(h for _, h in answered) / len(answered)) if answered else None,
+                      "off_topic_refused": (sum(s < t for s in off_topic) / len(off_topic)) if off_topic else None,
+                      "accuracy": right / total if total else 0.0})
+    best = max(curve, key=lambda r: (r["accuracy"], -r["threshold"]))
+    return best["threshold"], curve
+
+
+def evaluation_questions(ws: Workspace, model: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """Test and validation questions of the champion's SFT dataset (else the latest one), with their reference
+    doc ids; returns (rows, where they come from)."""
+    from tasks.sft import load_split
+    from tasks.workspace import read_pointer
+
+    meta = read_json(ws.models / model["run_id"] / "meta.json", default={}) if model.get("run_id") else {}
+    name = (meta or {}).get("dataset") or model["data"].dataset
+    version = (meta or {}).get("dataset_version") or read_pointer(ws.dataset_dir(name) / "latest")
+    if not version:
+        raise FileNotFoundError(f"no SFT dataset in {ws.dataset_dir(name)}: train once (`ragtune train` or "
+                                "`ragtune demo`) before calibrating")
+    folder = ws.dataset_dir(name) / version
+    rows = [r for split in ("test", "validation") if (folder / f"{split}.jsonl").exists()
+            for r in load_split(folder, split) if r.get("doc_id")]
+    return rows, f"{name}/{version} (test + validation)"
+
+
+def calibrate(ws: Workspace, cfg: Any) -> dict[str, Any]:
+    """Choose the not-found threshold on the evaluation split (answerable questions) and the off-topic set; write
+    `serve/calibration.json` with the curve and the evaluation split's supports (the monitor's reference)."""
+    from tasks.config import resolve_local_source
+    from tasks.serving.engine import Retriever, desired_state
+    from tasks.workspace import atomic_write_json, read_jsonl, utc_now
+
+    state = desired_state(ws, cfg)
+    if state["collection"] is None:
+        raise FileNotFoundError(f"no index named {cfg.index_name!r} is served: run `ragtune index` first")
+    from tasks import registry
+
+    champ = registry.resolve(ws, "champion")
+    rows, origin = evaluation_questions(ws, {**state, "run_id": champ and champ["run_id"]})
+    off_path = resolve_local_source(cfg.off_topic_questions)
+    off = [r["question"] for r in read_jsonl(off_path)] if off_path and off_path.is_file() else []
+    k = cfg.k or state["data"].context_k
+    retriever = Retriever(ws, cfg.index_name, state["collection"])
+    try:
+        in_domain = []
+        for r in rows:
+            hits, support = retriever.search(r["question"], k)
+            in_domain.append((support or 0.0, r["doc_id"] in {h["doc_id"] for h in hits}))
+        off_scores = [retriever.search(q, k)[1] or 0.0 for q in off]
+    finally:
+        retriever.close()
+    threshold, curve = choose_threshold(in_domain, off_scores)
+    chosen = next(c for c in curve if c["threshold"] == threshold)
+    out = {"threshold": threshold, "questions": len(in_domain), "off_topic": len(off_scores), "source": origin,
+           "k": k, "model": state["version"], "index_version": state["index_state"], "chosen": chosen,
+           "no_threshold": curve[0], "reference_scores": [round(s, 4) for s, _ in in_domain],
+           "off_topic_scores": [round(s, 4) for s in off_scores], "curve": curve, "created_at": utc_now()}
+    atomic_write_json(calibration_path(ws), out)
+    return out

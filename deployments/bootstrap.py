@@ -6,8 +6,9 @@ twice changes nothing.
     PREFECT_API_URL=http://127.0.0.1:4200/api python deployments/bootstrap.py [--config ragtune.yaml]
         [--gpu-slots N] [--home PATH] [--json]
 
-`--config` holds stage configs (`ingest:`, `index:`, `train:`, `evaluate:`, `retrain:`, `sweep:`) that become the
-default parameters of the deployments whose flows take them: a YAML of only what differs from the defaults.
+`--config` holds stage configs (`ingest:`, `index:`, `train:`, `evaluate:`, `retrain:`, `sweep:`, `monitor:`) that
+become the default parameters of the deployments whose flows take them: a YAML of only what differs from the
+defaults.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ PARAMETER_SECTIONS = {
     "flows/retrain.py:retrain_flow": {"policy": "retrain", "config": "train"},
     "flows/promote.py:promote_flow": {"config": "evaluate"},
     "flows/sweep.py:sweep_flow": {"config": "sweep"},
+    "flows/monitor.py:monitor_flow": {"config": "monitor"},
 }
 
 

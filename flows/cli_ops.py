@@ -1,4 +1,4 @@
-"""`ragtune watch | sweep`: the orchestration half of the command line (lazy imports)."""
+"""`ragtune watch | sweep | monitor`: the orchestration half of the command line (lazy imports)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,42 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     return {k: out[k] for k in ("sweep_id", "dataset_version", "metric", "best", "applied", "rows")}
 
 
+def fmt(value: float | None, spec: str = ".3f") -> str:
+    return "unknown" if value is None else format(value, spec)
+
+
+def cmd_monitor(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.monitor import monitor_flow
+    from tasks.config import load_yaml_config
+    from tasks.serving.config import MonitorConfig
+
+    data = load_yaml_config(args.config)
+    data = data.get("monitor", data) if isinstance(data.get("monitor"), dict) else data
+    if args.window_hours is not None:
+        data["window_hours"] = args.window_hours
+    if args.no_event:
+        data["emit_event"] = False
+    out = monitor_flow(MonitorConfig.model_validate(data))
+    if not args.json:
+        f = out["figures"]
+        print(f"monitor {out['window_start']} .. {out['window_end']}: {f['requests']} requests, "
+              f"{f['answered']} answered, {f['ratings']} ratings")
+        print(f"  thumbs-up {fmt(f['thumbs_up_rate'])}  not-found {fmt(f['not_found_rate'])}  "
+              f"blocked {fmt(f['block_rate'])}  no-document {fmt(f['no_document_rate'])} "
+              f"(support < {f['support_threshold']:.3f})")
+        print(f"  latency p50 {fmt(f['latency_p50_ms'], '.0f')} ms  p95 {fmt(f['latency_p95_ms'], '.0f')} ms  "
+              f"score PSI {fmt(f['score_psi'])}  KS {fmt(f['score_ks'])} (p={fmt(f['score_ks_pvalue'], '.2g')})")
+        for r in out["reasons"]:
+            print(f"  BROKEN: {r}")
+        if out["degraded"]:
+            print("  ragtune.quality.degraded " + ("emitted" if out["event"] else "not emitted"))
+        else:
+            print("  no rule broken")
+        print(f"  report: {out['report']}")
+    return {k: out[k] for k in ("degraded", "reasons", "figures", "event", "report", "chart", "window_start",
+                                "window_end")}
+
+
 def add_commands(add: Any) -> None:
     w = add("watch", cmd_watch, "watch a source folder and emit ragtune.corpus.changed to the Prefect server")
     w.add_argument("path", help="the folder to watch (one of the ingest sources)")
@@ -71,3 +107,8 @@ def add_commands(add: Any) -> None:
     sw.add_argument("--modes", metavar="M,M", help="dense,sparse,hybrid")
     sw.add_argument("--queries", metavar="FILE", help="labelled queries JSONL (question + doc_id)")
     sw.add_argument("--apply", action="store_true", help="write the best setting into the workspace's config.yaml")
+    mo = add("monitor", cmd_monitor, "figures of the last window of requests and feedback; emits "
+             "ragtune.quality.degraded when a rule is broken")
+    mo.add_argument("--config", metavar="FILE", help="YAML with MonitorConfig fields (or a `monitor:` section)")
+    mo.add_argument("--window-hours", type=float, metavar="H", help="window length ending now (default 1)")
+    mo.add_argument("--no-event", action="store_true", help="report only: do not emit ragtune.quality.degraded")

@@ -15,24 +15,34 @@ from tasks.workspace import Workspace
 
 
 @task(name="decide_retraining", cache_policy=NO_CACHE)
-def decide_retraining(home: str, policy: RetrainPolicy, config: TrainConfig, trigger: dict[str, Any]) -> dict[str, Any]:
+def decide_retraining(home: str, policy: RetrainPolicy, config: TrainConfig, trigger: dict[str, Any],
+                      quality_event: dict[str, Any] | None = None) -> dict[str, Any]:
     from pathlib import Path
 
     from tasks.policy import decide, record
 
     ws = Workspace(Path(home))
-    return record(ws, decide(ws, policy, config.data), trigger)
+    decision = decide(ws, policy, config.data)
+    if quality_event is not None:  # the monitor saw the served model degrade: retrain whatever the data did
+        from tasks.serving.monitor import merge_quality_reasons
+
+        decision = merge_quality_reasons(decision, quality_event)
+    return record(ws, decision, trigger)
 
 
-@flow(name="retrain", description="Train a new candidate when the retraining policy says the data moved enough.")
+@flow(name="retrain", description="Train a new candidate when the retraining policy says the data moved enough, "
+      "or when the monitor reports that the served quality degraded.")
 def retrain_flow(policy: RetrainPolicy = RetrainPolicy(), config: TrainConfig = TrainConfig(),  # noqa: B008
-                 home: str | None = None, index_event: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`index_event` is the `ragtune.index.updated` payload that triggered the run (recorded with the decision)."""
+                 home: str | None = None, index_event: dict[str, Any] | None = None,
+                 quality_event: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`index_event` is the `ragtune.index.updated` payload that triggered the run, `quality_event` the
+    `ragtune.quality.degraded` one (its reasons come first in the decision); either is recorded with it."""
     from tasks.report import publish_policy_artifact
 
     logger = get_run_logger()
     ws = Workspace.from_env(home).ensure()
-    decision = decide_retraining(str(ws.root), policy, config, index_event or {})
+    trigger = {"event": "ragtune.quality.degraded", **quality_event} if quality_event is not None else index_event
+    decision = decide_retraining(str(ws.root), policy, config, trigger or {}, quality_event)
     logger.info("retraining policy: %s — %s", "retrain" if decision["retrain"] else "no retraining",
                 "; ".join(decision["reasons"]))
     publish_policy_artifact(decision)

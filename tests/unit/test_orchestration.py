@@ -120,7 +120,8 @@ def test_bootstrap_renders_prefect_yaml_with_config_defaults():
     assert deps["evaluate-promote"]["parameters"] == {"config": {"gate": {"min_improvement": 0.05}}}
     assert deps["finetune"]["work_pool"]["job_variables"]["env"]["RAGTUNE_GPU_LIMIT"] == "gpu"
     triggers = {d["name"]: d.get("triggers") for d in spec["deployments"] if d.get("triggers")}
-    assert set(triggers) == {"refresh-on-change", "retrain-on-index-update", "evaluate-promote"}
+    assert set(triggers) == {"refresh-on-change", "retrain-on-index-update", "evaluate-promote",
+                             "retrain-on-quality-degraded"}
     assert deployment_parameters("flows/index.py:index_flow", {"incremental": True}, {"index": {"chunk_size": 96}}) == {
         "incremental": True, "config": {"chunk_size": 96}}
     with pytest.raises(KeyError, match="RAGTUNE_HOME"):

@@ -1,4 +1,5 @@
-"""`ragtune status | fates`: what the workspace holds, and what happened to every input (lazy imports)."""
+"""`ragtune status | fates | feedback`: what the workspace holds, what happened to every input, and the review of
+user feedback (lazy imports)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,105 @@ def cmd_fates(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _feedback_configs(args: argparse.Namespace, ws: Any) -> tuple[Any, Any]:
+    """(FeedbackConfig, TrainConfig) from --config, else the workspace's config.yaml (`feedback:`, `train:`)."""
+    from tasks.config import TrainConfig, load_yaml_config
+    from tasks.serving.config import FeedbackConfig
+
+    path = args.config or (ws.root / "config.yaml" if (ws.root / "config.yaml").is_file() else None)
+    data = load_yaml_config(path)
+    return (FeedbackConfig.model_validate(data.get("feedback") or {}),
+            TrainConfig.model_validate(data.get("train") or {}))
+
+
+def _show(items: list[dict[str, Any]]) -> None:
+    for it in items:
+        print(f"{it['status']:<11} {it['feedback_id']}  request {it['request_id']}  ({it['rating']})")
+        if it.get("question"):
+            print(f"            Q: {' '.join(str(it['question']).split())[:160]}")
+        if it.get("answer"):
+            print(f"            A: {' '.join(str(it['answer']).split())[:160]}")
+        if it.get("reason"):
+            print(f"            {it['reason']}")
+
+
+def cmd_feedback_list(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.serving import feedback
+    from tasks.workspace import Workspace
+
+    ws = Workspace.from_env()
+    fb_cfg, train_cfg = _feedback_configs(args, ws)
+
+    def tokenizer() -> Any:  # the base model's tokenizer measures length; loaded only for new candidates
+        from tasks.model import load_tokenizer, resolve_base_model
+
+        return load_tokenizer(resolve_base_model(ws, train_cfg.base_model))
+
+    res = feedback.triage(ws, fb_cfg, train_cfg.data, tokenizer_factory=tokenizer)
+    items = feedback.list_items(ws, args.status)
+    out = {"review": str(feedback.review_path(ws)), "new": len(res["new"]), "counts": res["counts"], "items": items}
+    if not args.json:
+        _show(items)
+        print(f"{len(items)} items{f' ({args.status})' if args.status else ''}, {len(res['new'])} new; "
+              + ", ".join(f"{k} {v}" for k, v in res["counts"].items()))
+        if res["counts"]["pending"]:
+            print("review: `ragtune feedback accept ID... | --all-pending`, `ragtune feedback reject ID... --reason R`")
+    return out
+
+
+def cmd_feedback_accept(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.serving import feedback
+    from tasks.workspace import Workspace
+
+    ws = Workspace.from_env()
+    done = feedback.accept(ws, args.ids, all_pending=args.all_pending, note=args.note)
+    out = {"accepted": [it["feedback_id"] for it in done], "accepted_file": str(feedback.accepted_path(ws)),
+           "counts": feedback.counts(feedback.read_items(ws))}
+    if not args.json:
+        print(f"accepted {len(done)} item(s); {out['counts']['accepted']} pairs join the next SFT dataset "
+              f"({out['accepted_file']})")
+    return out
+
+
+def cmd_feedback_reject(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.serving import feedback
+    from tasks.workspace import Workspace
+
+    ws = Workspace.from_env()
+    done = feedback.reject(ws, args.ids, args.reason)
+    out = {"rejected": [it["feedback_id"] for it in done], "counts": feedback.counts(feedback.read_items(ws))}
+    if not args.json:
+        print(f"rejected {len(done)} item(s): {args.reason}")
+    return out
+
+
+def add_feedback(add: Any) -> None:
+    """`ragtune feedback list|accept|reject`: sub-commands under one parser; --json and -v work on either level."""
+    fb = add("feedback", None, "review user feedback: votes and corrections that become Q/A pairs for training")
+    fb.add_argument("--config", metavar="FILE", help="YAML with `feedback:` and `train:` sections (default: the "
+                    "workspace's config.yaml)")
+    sub = fb.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        # SUPPRESS: an option given before the action (`feedback --json list`) is not reset by this parser
+        sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
+        sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log to stderr")
+        sp.set_defaults(func=fn)
+        return sp
+
+    ls = action("list", cmd_feedback_list, "triage new feedback, then list the review items")
+    ls.add_argument("--status", choices=["pending", "accepted", "rejected", "duplicate", "quarantined"],
+                    help="only items of this status")
+    acc = action("accept", cmd_feedback_accept, "accept pending items: their pairs join the next SFT dataset")
+    acc.add_argument("ids", nargs="*", metavar="ID", help="feedback ids (see `ragtune feedback list`)")
+    acc.add_argument("--all-pending", action="store_true", help="accept every pending item")
+    acc.add_argument("--note", help="a note kept with the accepted items")
+    rej = action("reject", cmd_feedback_reject, "reject items (an accepted pair leaves the training data)")
+    rej.add_argument("ids", nargs="+", metavar="ID", help="feedback ids (see `ragtune feedback list`)")
+    rej.add_argument("--reason", required=True, help="why (kept in the review file)")
+
+
 def add_commands(add: Any) -> None:
     st = add("status", cmd_status, "show the workspace's current dataset version, its counts and what was dropped")
     st.add_argument("--dataset", default="docs", help="dataset name (default docs)")
@@ -66,3 +166,4 @@ def add_commands(add: Any) -> None:
     f.add_argument("--version", help="a dataset version (default: the latest)")
     f.add_argument("--run", metavar="RUN_ID", help="the manifest of a rejected run, kept under quarantine/")
     f.add_argument("--limit", type=int, default=50, metavar="N", help="at most N lines (default 50; 0: all)")
+    add_feedback(add)

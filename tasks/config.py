@@ -348,6 +348,10 @@ class SFTDataConfig(StageConfig):
                                         "similar (MinHash) are kept in one split.")
     max_length: int = Field(default=512, ge=16, description="Longer examples (in base-model tokens) are "
                             "quarantined, not truncated.")
+    include_feedback: bool = Field(default=True, description="Add the accepted feedback pairs "
+                                   "(`feedback/accepted.jsonl` in the workspace, see `ragtune feedback`) to the Q/A "
+                                   "files, with their provenance (source: feedback, request id); the Q/A files win "
+                                   "on duplicate questions.")
 
 
 class TrainConfig(StageConfig):

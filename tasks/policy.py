@@ -33,6 +33,21 @@ def qa_lines(paths: list[str]) -> int:
     return total
 
 
+def feedback_lines(ws: Workspace) -> int:
+    """Accepted feedback pairs waiting in `feedback/accepted.jsonl` (see tasks.serving.feedback)."""
+    path = ws.root / "feedback" / "accepted.jsonl"
+    if not path.is_file():
+        return 0
+    with path.open(encoding="utf-8") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def feedback_units(sft_dir: Path) -> int:
+    """Feedback lines an SFT dataset version already read (its manifest lines with source: feedback)."""
+    path = sft_dir / "manifest.jsonl"
+    return sum(1 for m in read_jsonl(path) if m.get("source") == "feedback") if path.is_file() else 0
+
+
 def _doc_hashes(ws: Workspace, dataset: str, version: str) -> dict[str, str] | None:
     path = ws.dataset_dir(dataset) / version / "records.parquet"
     if not path.exists():
@@ -45,8 +60,8 @@ def _doc_hashes(ws: Workspace, dataset: str, version: str) -> dict[str, str] | N
 
 def decide(ws: Workspace, policy: RetrainPolicy, data: SFTDataConfig) -> dict[str, Any]:
     """{retrain, reasons, numbers}: retrain when there is no champion, when the champion's document set is
-    unknown or gone, when the documents changed by at least `min_changed_fraction`, or when the Q/A files grew by
-    at least `min_new_examples` lines."""
+    unknown or gone, when the documents changed by at least `min_changed_fraction`, or when the Q/A files and the
+    accepted feedback pairs (with `data.include_feedback`) grew by at least `min_new_examples` lines."""
     from tasks import registry
     from tasks.publish import latest_version
 
@@ -72,16 +87,20 @@ def decide(ws: Workspace, policy: RetrainPolicy, data: SFTDataConfig) -> dict[st
                            f"{policy.min_changed_fraction:.0%})")
     sft_dir = ws.dataset_dir(meta.get("dataset", "sft")) / str(meta.get("dataset_version"))
     seen_before = (read_json(sft_dir / "stats.json", default={}) or {}).get("counts", {}).get("seen")
-    now = qa_lines(data.qa_paths)
-    numbers.update(qa_lines_now=now, qa_lines_champion=seen_before)
+    # accepted feedback pairs join the next SFT dataset as Q/A lines (its manifest's `seen` counts them too)
+    fb_now = feedback_lines(ws) if data.include_feedback else 0
+    fb_new = fb_now - feedback_units(sft_dir)
+    now = qa_lines(data.qa_paths) + fb_now
+    numbers.update(qa_lines_now=now, qa_lines_champion=seen_before, feedback_pairs_now=fb_now)
+    incl = f" (incl. {fb_new} accepted feedback pairs)" if fb_new > 0 else ""
     if seen_before is not None and now - seen_before >= policy.min_new_examples:
-        reasons.append(f"{now - seen_before} new Q/A lines (threshold {policy.min_new_examples})")
+        reasons.append(f"{now - seen_before} new Q/A lines{incl} (threshold {policy.min_new_examples})")
     if reasons:
         return {"retrain": True, "reasons": reasons, "numbers": numbers}
     detail = [f"{numbers.get('changed_fraction', 0):.1%} of documents changed (threshold "
               f"{policy.min_changed_fraction:.0%})"]
     if seen_before is not None:
-        detail.append(f"{now - seen_before} new Q/A lines (threshold {policy.min_new_examples})")
+        detail.append(f"{now - seen_before} new Q/A lines{incl} (threshold {policy.min_new_examples})")
     return {"retrain": False, "reasons": detail, "numbers": numbers}
 
 

@@ -32,6 +32,8 @@ class QAItem:
     doc_id: str | None = None
     context: str | None = None
     messages: list[dict[str, str]] | None = None  # given directly in the input (validated, not rebuilt)
+    source: str = "qa"  # provenance: "qa" (the user's files) or "feedback" (accepted review items)
+    request_id: str | None = None  # the served request a feedback pair came from
 
 
 def normalize_question(text: str) -> str:
@@ -40,15 +42,17 @@ def normalize_question(text: str) -> str:
     return " ".join(re.findall(r"[^\W_]+", text))
 
 
-def read_qa_files(paths: list[Path]) -> tuple[list[QAItem], list[Fate]]:
-    """Parse JSONL Q/A files. Lines are units (`path#<id>` or `path#line-N`); unusable lines are quarantined."""
+def read_qa_files(paths: list[Path], source: str = "qa") -> tuple[list[QAItem], list[Fate]]:
+    """Parse JSONL Q/A files. Lines are units (`path#<id>` or `path#line-N`, `feedback/path#...` for the accepted
+    feedback pairs); unusable lines are quarantined."""
     items: list[QAItem] = []
     fates: list[Fate] = []
     for path in paths:
+        name = f"feedback/{path.name}" if source == "feedback" else path.name
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
-            unit = f"{path.name}#line-{n}"
+            unit = f"{name}#line-{n}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -58,7 +62,7 @@ def read_qa_files(paths: list[Path]) -> tuple[list[QAItem], list[Fate]]:
                 fates.append(Fate(unit, "quarantined", "json: not an object", stage="sft"))
                 continue
             rid = str(row.get("id") or f"{path.stem}-{n}")
-            unit = f"{path.name}#{rid}" if row.get("id") else unit
+            unit = f"{name}#{rid}" if row.get("id") else unit
             if "messages" in row:
                 msgs = row["messages"]
                 if not isinstance(msgs, list) or not all(isinstance(m, dict) for m in msgs):
@@ -79,7 +83,9 @@ def read_qa_files(paths: list[Path]) -> tuple[list[QAItem], list[Fate]]:
                 continue
             ctx = row.get("context")
             items.append(QAItem(unit, rid, q.strip(), a.strip(), row.get("doc_id"),
-                                ctx if isinstance(ctx, str) and ctx.strip() else None))
+                                ctx if isinstance(ctx, str) and ctx.strip() else None, source=source,
+                                request_id=str(row["request_id"]) if source == "feedback" and row.get("request_id")
+                                else None))
     return items, fates
 
 
@@ -264,6 +270,7 @@ def build_examples(ws: Workspace, items: list[QAItem], cfg: SFTDataConfig, token
             "id": it.id, "unit": it.unit, "question": it.question, "answer": it.answer, "doc_id": it.doc_id,
             "messages": messages, "context_doc_ids": [h["doc_id"] for h in hits],
             "given_messages": it.messages is not None,  # a conversation given as is: not rebuilt at evaluation
+            "source": it.source, **({"request_id": it.request_id} if it.request_id else {}),
             "question_key": normalize_question(it.question), "group": rep[g],
             "split": assign_split(rep[g], cfg.validation_fraction, cfg.test_fraction, cfg.split_salt),
             "n_tokens": token_length(tokenizer, messages) if all(m.get("content") for m in messages) else 0,
@@ -303,6 +310,12 @@ def build_sft_dataset(ws: Workspace, cfg: SFTDataConfig, tokenizer: Any, tokeniz
             raise FileNotFoundError(f"Q/A file not found: {p}")
         paths.append(path)
     items, fates = read_qa_files(paths)
+    feedback = ws.root / "feedback" / "accepted.jsonl"  # written by tasks.serving.feedback (the review)
+    if cfg.include_feedback and feedback.is_file():  # read last: the user's files win on duplicate questions
+        more, more_fates = read_qa_files([feedback], source="feedback")
+        items, fates, paths = items + more, fates + more_fates, [*paths, feedback]
+    provenance_of = {it.unit: {"source": it.source, **({"request_id": it.request_id} if it.request_id else {})}
+                     for it in items}
     items, dup_fates = drop_duplicates(items)
     fates += dup_fates
     rows, index_version = build_examples(ws, items, cfg, tokenizer)
@@ -319,7 +332,8 @@ def build_sft_dataset(ws: Workspace, cfg: SFTDataConfig, tokenizer: Any, tokeniz
             fates.append(Fate(r["unit"], "accepted", "ok", doc_id=r["id"], stage="sft"))
     if not accepted:
         raise ValueError("no usable SFT examples (every Q/A line was rejected; see the manifest reasons)")
-    by_unit = sorted((f.manifest_line() for f in fates), key=lambda x: x["unit"])
+    by_unit = sorted(({**f.manifest_line(), **provenance_of.get(f.unit, {
+        "source": "feedback" if f.unit.startswith("feedback/") else "qa"})} for f in fates), key=lambda x: x["unit"])
     counts = count_fates(by_unit)
     blob = json.dumps({"rows": [{k: r[k] for k in ("id", "messages", "split")} for r in accepted],
                        "manifest": by_unit, "tokenizer": tokenizer_id, "max_length": cfg.max_length},

@@ -38,7 +38,17 @@ def run_demo(train: dict[str, Any] | None = None, evaluate: dict[str, Any] | Non
             "champion": pr["champion"], "promoted": pr["promoted"], "reasons": pr["reasons"],
             "metrics": ev["metrics"], "comparisons": ev["comparisons"], "retrieval": ev["retrieval"],
             "report": pr["report"], "ingest": _ingest_output(result["ingest"]), "index": result["index"],
-            "searches": demo_searches(ws, result["index"]), "train": result["train"], "evaluation": ev}
+            "searches": demo_searches(ws, result["index"]), "train": result["train"], "evaluation": ev,
+            "calibration": demo_calibration(ws)}
+
+
+def demo_calibration(ws) -> dict[str, Any]:
+    """The server's not-found threshold, chosen on the evaluation split and the bundled off-topic questions."""
+    from tasks.serving.config import ServeConfig
+    from tasks.serving.guardrails import calibrate
+
+    out = calibrate(ws, ServeConfig())
+    return {k: v for k, v in out.items() if k not in ("curve", "reference_scores", "off_topic_scores")}
 
 
 def demo_searches(ws, index: dict[str, Any]) -> list[dict[str, Any]]:
@@ -101,5 +111,14 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     for r in out["reasons"]:
         print(f"  {r}")
     print(f"\nreport: {out['report']}")
-    print('next: ragtune ask "How many days of paid annual leave do employees get?"')
+    from flows.cli_serve import print_calibration
+
+    print("\n6. calibrate the server's 'not found in the documents' answer:")
+    print_calibration(out["calibration"])
+    print("\nnext: serve it and open the chat page")
+    print("  ragtune serve                      # then open http://127.0.0.1:8000/ (API: /v1/ask, /v1/feedback, "
+          "/metrics)")
+    print('  curl -s localhost:8000/v1/ask -H "Content-Type: application/json" '
+          '-d \'{"question": "How many days of paid annual leave do employees get?"}\'')
+    print('  ragtune ask "How many days of paid annual leave do employees get?"   # one question, no server')
     return out

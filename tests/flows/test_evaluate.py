@@ -52,6 +52,9 @@ def test_demo_runs_the_whole_loop_and_records_the_decision(loop):
     f1 = out["comparisons"]["base"]["token_f1"]
     assert f1["ci_low"] <= f1["diff"] <= f1["ci_high"]
     assert out["retrieval"]["questions"] > 0 and 0 <= out["retrieval"]["ndcg@10"] <= 1
+    cal = out["calibration"]  # the server's not-found threshold, from the test + validation questions
+    assert cal["questions"] > 0 and cal["off_topic"] == 42 and 0 <= cal["threshold"] < 1
+    assert cal["chosen"]["accuracy"] >= cal["no_threshold"]["accuracy"] and (home / "serve" / "calibration.json").exists()
     decision = ev["decision"]
     assert out["promoted"] == decision["passed"]  # promoted exactly when every rule passed
     assert out["champion"] == ("v1" if decision["passed"] else None)

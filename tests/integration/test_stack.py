@@ -154,3 +154,37 @@ def test_watch_event_starts_an_incremental_refresh_of_only_that_document(stack):
     (ARTIFACTS / "event-latency.json").write_text(json.dumps(
         {"event_to_run_start_s": round(latency, 2), "stack_startup_s": round(stack["startup_s"], 1)}))
     assert latency < 60  # the figure is reported; the machine is too noisy to assert the 10 s target
+
+
+def test_monitor_on_a_degraded_log_sets_off_retraining_through_the_automation(stack):
+    """`ragtune monitor` against the server: a window where most answers were 'not found' emits
+    ragtune.quality.degraded, the retrain-on-quality-degraded automation starts the retrain flow with the event's
+    payload, and the decision it records names the quality reason first."""
+    from tasks import policy
+    from tasks.serving.requestlog import REQUESTS, SegmentWriter, now_iso
+    from tasks.workspace import Workspace
+
+    home = Path(stack["home"])
+    writer = SegmentWriter(Workspace(home), REQUESTS)
+    for i in range(30):
+        writer.append({"request_id": f"mon-{i}", "at": now_iso(), "question": f"question {i}", "status": 200,
+                       "answer": "I could not find this in the documents.", "not_found": i % 10 != 0,
+                       "blocked": False, "support": 0.05, "latency_ms": 40.0, "cached": False, "sources": [],
+                       "guardrails": []})
+    writer.close()
+    env = {**os.environ, "PREFECT_API_URL": stack["api_url"], "RAGTUNE_HOME": str(home)}
+    res = subprocess.run([sys.executable, "-m", "flows.cli", "monitor", "--json"], cwd=PROJECT_ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout)
+    assert out["degraded"] and out["event"] and any("not-found rate" in r for r in out["reasons"]), out
+    with api(stack) as client:
+        run = wait_for(lambda: runs_of(client, "retrain-on-quality-degraded"), 120, "the quality retrain run")[0]
+        wait_run(client, run["id"], 900)
+        assert run["parameters"]["quality_event"]["reasons"] == out["reasons"]
+    from tasks.publish import latest_version
+
+    decision = policy.decisions(Workspace(home))[-1]
+    assert decision["reasons"][0].startswith("quality degraded: ")
+    assert decision["retrain"] == (latest_version(Workspace(home)) is not None)  # trains when there is data to train on
+    assert decision["trigger"]["event"] == "ragtune.quality.degraded"

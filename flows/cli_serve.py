@@ -14,7 +14,8 @@ def _serve_config(args: argparse.Namespace):
     data = load_yaml_config(getattr(args, "config", None))
     data = data.get("serve", data) if isinstance(data.get("serve"), dict) else data
     cfg = ServeConfig.model_validate(data).model_dump()
-    for key in ("host", "port", "workers", "max_new_tokens", "batch_window_ms", "max_batch", "index_name"):
+    for key in ("host", "port", "workers", "max_new_tokens", "batch_window_ms", "batch_max_wait_ms", "max_batch",
+                "index_name"):
         value = getattr(args, key, None)
         if value is not None:
             cfg[key] = value
@@ -67,6 +68,8 @@ def add_commands(add: Any) -> None:
     s.add_argument("--max-new-tokens", type=int, metavar="N", help="answer length limit (default 96)")
     s.add_argument("--batch-window-ms", type=float, metavar="MS",
                    help="how long a question waits for others to share its generation batch (default 25)")
+    s.add_argument("--batch-max-wait-ms", type=float, metavar="MS",
+                   help="how long a batch waits, at most, for questions still being retrieved (default 250)")
     s.add_argument("--max-batch", type=int, metavar="N", help="questions per generation batch (1: one at a time)")
     s.add_argument("--index-name", metavar="NAME", help="index (alias) to retrieve from (default docs)")
     s.add_argument("--no-cache", action="store_true", help="generate every answer (no answer cache)")

@@ -115,6 +115,14 @@ def answer(svc: Service, question: str, k: int | None, filters: dict[str, Any] |
             raise GuardrailError("prompt_injection", f"the question matches prompt-injection patterns: {', '.join(found)}")
         decisions.append(decision("prompt_injection", "flag", f"question: {', '.join(found)}"))
     engine = svc.server.acquire()
+    pending = True  # counted as heading for generation until its prompt is queued or it is answered otherwise
+
+    def done() -> None:
+        nonlocal pending
+        if pending:
+            pending = False
+            engine.submitted()
+
     try:
         data = engine.data
         k = k or svc.cfg.k or data.context_k
@@ -128,7 +136,8 @@ def answer(svc: Service, question: str, k: int | None, filters: dict[str, Any] |
             svc.metrics.cache_hits.inc()
             out.update(answer=hit["answer"], sources=hit["sources"], cached=True, support=hit.get("support"))
         else:
-            hits, support = engine.retriever.search(question, k, filters) if engine.retriever else ([], None)
+            hits, support = (engine.retrieval.submit((question, k, filters)).result(timeout=600) if engine.retriever
+                             else ([], None))
             out["support"] = support
             threshold, where = g.support_threshold(svc.ws, cfg)
             prompt_hits = hits
@@ -149,7 +158,9 @@ def answer(svc: Service, question: str, k: int | None, filters: dict[str, Any] |
             else:
                 ctx = format_context(prompt_hits, data.context_chars) if prompt_hits else None
                 prompt = build_messages(question, "", ctx, data.system_prompt)[:-1]
-                text = engine.batcher.submit(prompt).result(timeout=600)
+                future = engine.batcher.submit(prompt)
+                done()
+                text = future.result(timeout=600)
                 out.update(answer=text, sources=source_list(prompt_hits))
                 if svc.cfg.cache:
                     atomic_write_json(cache_path(svc.ws, key), {"question": logged_q, "answer": text,
@@ -165,6 +176,7 @@ def answer(svc: Service, question: str, k: int | None, filters: dict[str, Any] |
         out.update(guardrails=decisions, question=logged_q, pii=pii)
         return out
     finally:
+        done()
         engine.leave()
 
 

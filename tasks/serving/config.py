@@ -48,6 +48,9 @@ class ServeConfig(StageConfig):
                         "model versions (the cache of `ragtune ask`).")
     batch_window_ms: float = Field(default=25.0, ge=0, le=5000, description="How long the first queued question "
                                    "waits for others to share its generation batch.")
+    batch_max_wait_ms: float = Field(default=250.0, ge=0, le=10_000, description="How long a generation batch "
+                                     "waits, at most, for questions still being retrieved (so that a burst is "
+                                     "answered in one batch, not in a small one and a late one).")
     max_batch: int = Field(default=16, ge=1, le=256, description="Questions generated together at most (1: one "
                            "at a time).")
     reload_interval_s: float = Field(default=2.0, gt=0, description="How often the champion alias and the served "

@@ -60,16 +60,25 @@ class Retriever:
     def search(self, question: str, k: int, filters: dict[str, Any] | None = None,
                ) -> tuple[list[dict[str, Any]], float | None]:
         """(top-k hybrid hits, support): support is None when nothing was found."""
+        return self.search_many([(question, k, filters)])[0]
+
+    def search_many(self, queries: list[tuple[str, int, dict[str, Any] | None]],
+                    ) -> list[tuple[list[dict[str, Any]], float | None]]:
+        """`search` for several (question, k, filters) at once: the questions are embedded in one forward pass."""
         from tasks.embed import embed_texts
         from tasks.search import build_filter, search_collection
 
+        out = []
         with self._lock:
-            vec = embed_texts([question], self.icfg.embedding_model)[0].tolist()
-            hits = search_collection(self.client, self.collection, question, self.icfg, k, "hybrid", filters,
-                                     dense_vector=vec)
-            top = self.client.query_points(self.collection, query=vec, using="dense", limit=1,
-                                           query_filter=build_filter(filters), with_payload=False).points
-        return hits, (float(top[0].score) if top else None)
+            vectors = embed_texts([q for q, _, _ in queries], self.icfg.embedding_model)
+            for (question, k, filters), v in zip(queries, vectors, strict=True):
+                vec = v.tolist()
+                hits = search_collection(self.client, self.collection, question, self.icfg, k, "hybrid", filters,
+                                         dense_vector=vec)
+                top = self.client.query_points(self.collection, query=vec, using="dense", limit=1,
+                                               query_filter=build_filter(filters), with_payload=False).points
+                out.append((hits, float(top[0].score) if top else None))
+        return out
 
     def close(self) -> None:
         try:
@@ -110,61 +119,72 @@ def copy_collection(ws: Workspace, collection: str, dest: Path) -> str:
 
 @dataclass
 class _Job:
-    prompt: list[dict[str, str]]
+    item: Any
     future: Future = field(default_factory=Future)
 
 
 class Batcher:
-    """One thread that generates for queued prompts: the first prompt waits up to `window_ms` for others, and up to
-    `max_batch` prompts go through one padded `generate` call (greedy decoding, as evaluation does)."""
+    """One thread that runs `fn` on queued items in batches: the first item waits up to `window_ms` for others, and
+    up to `max_batch` items go through one call. The server has two: retrieval (the questions embedded in one
+    forward pass) and generation (one padded `generate` call, greedy decoding as evaluation does)."""
 
-    def __init__(self, llm: Any, tokenizer: Any, max_new_tokens: int, window_ms: float, max_batch: int,
-                 on_batch: Any = None) -> None:
-        self.llm, self.tokenizer = llm, tokenizer
-        self.max_new_tokens, self.window_s, self.max_batch = max_new_tokens, window_ms / 1000, max_batch
-        self.on_batch = on_batch
+    def __init__(self, fn: Any, window_ms: float, max_batch: int, on_batch: Any = None, name: str = "batcher",
+                 coming: Any = None, max_wait_ms: float = 0.0) -> None:
+        """`coming()`: how many items are on their way (requests still retrieving); while there are some, a
+        batch waits for them up to `max_wait_ms` instead of `window_ms`, so the requests that a batch's answers
+        set free again are not split into a small batch and a late one."""
+        self.fn, self.window_s, self.max_batch, self.on_batch = fn, window_ms / 1000, max_batch, on_batch
+        self.coming, self.max_wait_s = coming, max(max_wait_ms, window_ms) / 1000
         self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="ragtune-batcher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"ragtune-{name}", daemon=True)
         self._thread.start()
 
-    def submit(self, prompt: list[dict[str, str]]) -> Future:
-        job = _Job(prompt)
+    def submit(self, item: Any) -> Future:
+        job = _Job(item)
         self._queue.put(job)
         return job.future
 
     def _run(self) -> None:
-        from tasks.generate import generate
-
         while True:
             first = self._queue.get()
             if first is None:
                 return
             jobs = [first]
-            deadline = time.monotonic() + self.window_s
+            start = time.monotonic()
             while len(jobs) < self.max_batch:
-                left = deadline - time.monotonic()
+                waiting = self.coming is not None and self.coming() > 0
+                left = start + (self.max_wait_s if waiting else self.window_s) - time.monotonic()
                 try:
-                    nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                    nxt = self._queue.get(timeout=min(left, 0.005)) if left > 0 else self._queue.get_nowait()
                 except queue.Empty:
+                    if left > 0:
+                        continue  # look at `coming` again
                     break
                 if nxt is None:
                     self._queue.put(None)  # stop after this batch
                     break
                 jobs.append(nxt)
             try:
-                answers = generate(self.llm, self.tokenizer, [j.prompt for j in jobs], self.max_new_tokens, len(jobs))
+                results = self.fn([j.item for j in jobs])
             except Exception as exc:  # every waiting request learns why, none hangs
                 for j in jobs:
                     j.future.set_exception(exc)
                 continue
             if self.on_batch:
                 self.on_batch(len(jobs))
-            for j, a in zip(jobs, answers, strict=True):
-                j.future.set_result(a)
+            for j, r in zip(jobs, results, strict=True):
+                j.future.set_result(r)
 
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=60)
+
+
+def generator(llm: Any, tokenizer: Any, max_new_tokens: int) -> Any:
+    """The generation batch function: chat prompts in, greedy answers out."""
+    from tasks.generate import generate
+
+    return lambda prompts: generate(llm, tokenizer, prompts, max_new_tokens, len(prompts))
 
 
 class Engine:
@@ -183,14 +203,18 @@ class Engine:
         try:
             adapters = {"champion": state["adapter_dir"]} if state["adapter_dir"] else {}
             self.llm, self.tokenizer = load_systems(resolve_base_model(ws, state["base_model"]), adapters)
-            if adapters:
-                self.llm.set_adapter("champion")
+            if adapters:  # one adapter per engine: fold it into the weights (no LoRA matmuls per token)
+                self.llm = self.llm.merge_and_unload()
         except BaseException:
             if self.retriever:
                 self.retriever.close()
             raise
-        self.batcher = Batcher(self.llm, self.tokenizer, cfg.max_new_tokens, cfg.batch_window_ms, cfg.max_batch,
-                               on_batch)
+        self.upstream = 0  # requests of this engine that may still submit a prompt (retrieving, checking)
+        self.batcher = Batcher(generator(self.llm, self.tokenizer, cfg.max_new_tokens), cfg.batch_window_ms,
+                               cfg.max_batch, on_batch, "generate", coming=lambda: self.upstream,
+                               max_wait_ms=cfg.batch_max_wait_ms)
+        self.retrieval = (Batcher(self.retriever.search_many, cfg.batch_window_ms, cfg.max_batch, name="retrieve")
+                          if self.retriever else None)
         self.loaded_at = time.time()
         self._inflight = 0
         self._cond = threading.Condition()
@@ -201,6 +225,12 @@ class Engine:
     def enter(self) -> None:
         with self._cond:
             self._inflight += 1
+            self.upstream += 1
+
+    def submitted(self) -> None:
+        """The request no longer heads for generation (its prompt is queued, or it was answered without one)."""
+        with self._cond:
+            self.upstream -= 1
 
     def leave(self) -> None:
         with self._cond:
@@ -213,6 +243,7 @@ class Engine:
             self._cond.wait_for(lambda: self._inflight == 0, timeout=timeout_s)
         self.batcher.close()
         if self.retriever:
+            self.retrieval.close()
             self.retriever.close()
         self.llm = self.tokenizer = None
 

@@ -141,13 +141,13 @@ def test_segments_of_a_stopped_server_are_closed_by_rotation(ws):
 @pytest.mark.slow
 def test_batcher_generates_concurrent_questions_together_with_the_answers_of_serial_generation(base_model_dir):
     from tasks.generate import generate, load_systems
-    from tasks.serving.engine import Batcher
+    from tasks.serving.engine import Batcher, generator
 
     model, tok = load_systems(base_model_dir, {})
     prompts = [[{"role": "user", "content": q}] for q in ("What is 2+2?", "Name a colour.", "Say hello.",
                                                          "What is the capital of France?")]
     sizes: list[int] = []
-    b = Batcher(model, tok, max_new_tokens=6, window_ms=500, max_batch=8, on_batch=sizes.append)
+    b = Batcher(generator(model, tok, 6), window_ms=500, max_batch=8, on_batch=sizes.append)
     futures: list = [None] * len(prompts)
 
     def go(i: int) -> None:
@@ -162,7 +162,7 @@ def test_batcher_generates_concurrent_questions_together_with_the_answers_of_ser
     b.close()
     assert sizes == [4]  # one generate call for the four questions
     assert answers == generate(model, tok, prompts, 6, 4)
-    serial = Batcher(model, tok, max_new_tokens=6, window_ms=0, max_batch=1, on_batch=sizes.append)
+    serial = Batcher(generator(model, tok, 6), window_ms=0, max_batch=1, on_batch=sizes.append)
     assert [serial.submit(p).result(timeout=120) for p in prompts[:2]] == answers[:2]
     serial.close()
     assert sizes[1:] == [1, 1]

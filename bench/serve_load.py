@@ -56,27 +56,11 @@ def question_mix(n: int, pool: list[str], rng: random.Random, repeat: float = 0.
 
 
 def start(home: Path, args: argparse.Namespace, batched: bool) -> tuple[subprocess.Popen, str]:
-    from tests.integration.helpers import free_port
+    from tests.integration.helpers import start_server
 
-    port = free_port()
-    extra = ["--max-batch", "16", "--batch-window-ms", "25", "--batch-max-wait-ms", str(args.max_wait_ms)] if batched else ["--max-batch", "1", "--batch-window-ms", "0"]
-    env = {**os.environ, "RAGTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    log = open(home / f"serve-{port}.log", "w")  # noqa: SIM115 (lives as long as the server)
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(port), "--max-new-tokens",
-                             str(args.max_new_tokens), *extra], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: {Path(log.name).read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("server not ready after 300 s")
+    extra = (["--max-batch", "16", "--batch-window-ms", "25", "--batch-max-wait-ms", str(args.max_wait_ms)] if batched
+             else ["--max-batch", "1", "--batch-window-ms", "0"])
+    return start_server(home, "--max-new-tokens", str(args.max_new_tokens), *extra, timeout_s=300)
 
 
 def rss_mb(pid: int) -> tuple[float, float]:

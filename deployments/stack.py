@@ -28,13 +28,9 @@ DEFAULT_STATE = PROJECT / ".server"
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from tasks.workspace import pid_alive
+
+    return pid_alive(pid)
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> int:

@@ -13,12 +13,22 @@ from tasks.workspace import Workspace
 @flow(name="train", description="Fine-tune a QLoRA adapter on the Q/A set (with retrieved context).")
 def train_flow(config: TrainConfig = TrainConfig(), home: str | None = None) -> dict[str, Any]:  # noqa: B008
     """Returns references: run id, adapter folder, dataset version, steps, losses, device, quantisation."""
+    import contextlib
+    import os
+
     from tasks.report import publish_train_artifacts
     from tasks.train import result_dict, train_task
+    from tasks.workspace import WorkspaceBusyError
 
     logger = get_run_logger()
     ws = Workspace.from_env(home).ensure()
-    with ws.lock("train"):
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(ws.lock("train"))
+        except WorkspaceBusyError:  # another deployment's training run (on index update, on quality): queue behind it
+            wait_s = float(os.environ.get("RAGTUNE_TRAIN_WAIT_S", 6 * 3600))
+            logger.info("another training run holds %s; waiting for it (up to %.0f s)", ws.root, wait_s)
+            held.enter_context(ws.lock("train", timeout_s=wait_s))
         res = result_dict(train_task(str(ws.root), config))
     logger.info("adapter %s (%s steps, eval loss %s, %s, %s)", res["adapter_dir"], res["steps"], res["eval_loss"],
                 res["device"], "4-bit" if res["quantized"] else "no quantisation")

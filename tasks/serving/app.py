@@ -76,7 +76,8 @@ class Service:
 
     def _swapped(self, old: Any, new: Any) -> None:
         if old is not None:
-            self.metrics.served.remove(old.model_version, str(old.index_state))
+            # 0, not removed: a removed label lingers in multiprocess mode's files, and a 0 says "was served"
+            self.metrics.served.labels(old.model_version, str(old.index_state)).set(0)
             self.metrics.swaps.inc()
         self.metrics.served.labels(new.model_version, str(new.index_state)).set(1)
 

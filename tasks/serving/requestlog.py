@@ -131,17 +131,13 @@ def find_request(ws: Workspace, request_id: str) -> dict[str, Any] | None:
 
 def owner_alive(path: Path) -> bool:
     """Whether the process named at the end of a file name (`<run id>-<pid>[.jsonl]`) still runs."""
+    from tasks.workspace import pid_alive
+
     try:
         pid = int(path.name.split(".")[0].rsplit("-", 1)[1])
     except (IndexError, ValueError):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def rotate(ws: Workspace, kind: str = REQUESTS) -> dict[str, Any] | None:

@@ -10,12 +10,11 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import SAMPLE
-from tests.integration.helpers import DOCS, free_port, qa_file, register_champion
+from tests.integration.helpers import DOCS, free_port, qa_file, register_champion, start_server, stop_server
 
 
 @pytest.fixture(scope="session")
@@ -67,47 +66,6 @@ def serve_home(tmp_path_factory, prefect_harness, base_model_dir):
     index_flow(IndexConfig(), home=str(home))
     register_champion(home, base_model_dir, "run-a", seed=1)
     return home
-
-
-def start_server(home, *args: str, timeout_s: float = 180) -> tuple[Any, str]:
-    """`ragtune serve` as a subprocess on a free port; returns (process, base URL) once /readyz says ready."""
-    import subprocess
-    import sys
-
-    import httpx
-
-    from tests.conftest import PROJECT_ROOT
-
-    port = free_port()
-    env = {**os.environ, "RAGTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    log = open(Path(home).parent / f"serve-{port}.log", "w")  # noqa: SIM115 (closed with the process)
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(port), *args], cwd=PROJECT_ROOT,
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"ragtune serve exited with {proc.returncode}: "
-                                 f"{Path(log.name).read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise AssertionError(f"ragtune serve not ready after {timeout_s:.0f} s: {Path(log.name).read_text()[-3000:]}")
-
-
-def stop_server(proc: Any) -> None:
-    import subprocess
-
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="session")

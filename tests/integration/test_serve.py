@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-LEAVE = "How many days of paid annual leave do employees get?"
+LEAVE = "How many days of annual leave does an employee receive each year?"  # asked by no other test
 
 
 def answers_logged(home: Path) -> list[dict]:
@@ -39,6 +39,7 @@ def test_ask_feedback_health_ready_metrics_round_trip(served):
     assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
     ready = httpx.get(f"{url}/readyz").json()
     assert ready["ready"] and ready["model"] == "v1" and ready["index_version"]
+    downs = metric(httpx.get(f"{url}/metrics").text, "ragtune_feedback_total", rating="down")  # other tests vote too
     res = httpx.post(f"{url}/v1/ask", json={"question": LEAVE}, timeout=120)
     assert res.status_code == 200, res.text
     a = res.json()
@@ -53,7 +54,7 @@ def test_ask_feedback_health_ready_metrics_round_trip(served):
     assert fb.status_code == 200 and fb.json()["status"] == "recorded"
     m = httpx.get(f"{url}/metrics").text
     assert metric(m, "ragtune_requests_total", endpoint="ask", status="200") >= 2
-    assert metric(m, "ragtune_cache_hits_total") >= 1 and metric(m, "ragtune_feedback_total", rating="down") == 1
+    assert metric(m, "ragtune_cache_hits_total") >= 1 and metric(m, "ragtune_feedback_total", rating="down") == downs + 1
     assert metric(m, "ragtune_served", model="v1", index_version=ready["index_version"]) == 1
     assert metric(m, "ragtune_request_latency_seconds_count", endpoint="ask") >= 2
     logged = {r["request_id"]: r for r in answers_logged(home)}
@@ -160,7 +161,9 @@ def test_hot_swap_of_model_and_index_under_concurrent_requests(served, base_mode
             time.sleep(0.5)
         else:
             raise AssertionError(f"still serving {now} after the promotion and the re-index")
-        time.sleep(2)  # requests on the new engine
+        deadline = time.monotonic() + 180  # requests answered by the new engine
+        while time.monotonic() < deadline and (version, now["index_version"]) not in {(m, i) for _, m, i in results}:
+            time.sleep(0.5)
     finally:
         stop.set()
         for t in threads:
@@ -172,3 +175,28 @@ def test_hot_swap_of_model_and_index_under_concurrent_requests(served, base_mode
     m = httpx.get(f"{url}/metrics").text
     assert metric(m, "ragtune_served", model=version, index_version=now["index_version"]) == 1
     assert metric(m, "ragtune_served", model="v1", index_version=before["index_version"]) == 0
+
+
+def test_an_answer_with_a_blocklisted_term_is_withheld(served):
+    """The output check runs on every answer, cached ones included: an answer planted in the answer cache with a
+    term of the safety blocklist is withheld, and the decision is logged."""
+    from tasks.ask import cache_key, cache_path, serving_model
+    from tasks.config import AskConfig
+    from tasks.safety import load_blocklist
+    from tasks.workspace import Workspace, atomic_write_json
+
+    url, home = served["url"], served["home"]
+    ws = Workspace(home)
+    ready = httpx.get(f"{url}/readyz").json()
+    term = load_blocklist().entries[0]  # read from the data file: the test does not spell one out
+    question = "What does the travel policy say about booking flights?"
+    data = serving_model(ws)["data"]
+    key = cache_key(question, ready["index_version"], ready["model"], AskConfig(max_new_tokens=8), data)
+    atomic_write_json(cache_path(ws, key), {"question": question, "answer": f"They are {term}.", "sources": [],
+                                            "model": ready["model"], "index_version": ready["index_version"]})
+    res = httpx.post(f"{url}/v1/ask", json={"question": question}, timeout=120).json()
+    assert res["cached"] and res["blocked"] and res["answer"] == "The answer was withheld by the safety check."
+    assert term not in res["answer"] and any(g["check"] == "blocklist" and g["action"] == "withhold"
+                                             for g in res["guardrails"])
+    rec = next(r for r in answers_logged(home) if r["request_id"] == res["request_id"])
+    assert rec["blocked"] and term not in rec["answer"]

@@ -4,7 +4,6 @@ as one line of the request log (refusals with no answer)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -16,48 +15,12 @@ from typing import Any
 from fastapi import Request  # module level: FastAPI reads the endpoints' annotations from this namespace
 
 from tasks.serving.config import BLOCKED_ANSWER, NOT_FOUND_ANSWER, ServeConfig
-from tasks.serving.guardrails import GuardrailError, decision
+from tasks.serving.guardrails import GuardrailError, ask_arguments, decision, feedback_fields, read_body
+from tasks.serving.metrics import Metrics
 from tasks.workspace import Workspace
 
 log = logging.getLogger("ragtune.serve")
 PAGE = Path(__file__).with_name("chat.html")
-MAX_FEEDBACK_TEXT = 4000
-
-
-class Metrics:
-    """Prometheus metrics of one server; with several worker processes they are summed through
-    PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess mode)."""
-
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests = Counter("ragtune_requests", "HTTP requests by endpoint and status.", ["endpoint", "status"],
-                                registry=r)
-        self.latency = Histogram("ragtune_request_latency_seconds", "Time to answer, by endpoint.", ["endpoint"],
-                                 buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64), registry=r)
-        self.cache_hits = Counter("ragtune_cache_hits", "Answers served from the answer cache.", registry=r)
-        self.not_found = Counter("ragtune_not_found", "Questions answered 'not found in the documents'.", registry=r)
-        self.guardrails = Counter("ragtune_guardrail_decisions", "Guardrail decisions by check and action "
-                                  "(reject, refuse and withhold are blocks).", ["check", "action"], registry=r)
-        self.feedback = Counter("ragtune_feedback", "Feedback received, by rating.", ["rating"], registry=r)
-        self.batch = Histogram("ragtune_generation_batch_size", "Questions per generation batch.",
-                               buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
-        self.swaps = Counter("ragtune_swaps", "Hot swaps of the served model or index.", registry=r)
-        self.served = Gauge("ragtune_served", "1 for the model version and index version being served.",
-                            ["model", "index_version"], registry=r, multiprocess_mode="livemax")
-
-    def exposition(self) -> bytes:
-        from prometheus_client import CollectorRegistry, generate_latest
-
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            from prometheus_client import multiprocess
-
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry)
-        return generate_latest(self.registry)
 
 
 class Service:
@@ -195,43 +158,6 @@ def log_record(request_id: str, started: float, out: dict[str, Any], status: int
             "guardrails": out.get("guardrails", [])}
 
 
-async def read_body(request: Any, limit: int) -> dict[str, Any]:
-    """The JSON object of a request body; `GuardrailError` (413 or 400) with the reason otherwise."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise GuardrailError("input_too_large", f"the body has {int(length)} bytes; the limit is {limit}", 413)
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise GuardrailError("input_too_large", f"the body exceeds {limit} bytes", 413)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise GuardrailError("input_not_text", f"the body is not UTF-8 (byte {exc.start})") from None
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GuardrailError("input_json", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    if not isinstance(body, dict):
-        raise GuardrailError("input_json", "the body must be a JSON object")
-    return body
-
-
-def ask_arguments(body: dict[str, Any]) -> tuple[int | None, dict[str, Any] | None]:
-    unknown = sorted(set(body) - {"question", "k", "filters"})
-    if unknown:
-        raise GuardrailError("input_fields", f"unknown fields {unknown}: send question, k, filters")
-    k = body.get("k")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 20):
-        raise GuardrailError("input_k", "k must be an integer from 1 to 20")
-    filters = body.get("filters")
-    if filters is not None and (not isinstance(filters, dict) or not all(
-            isinstance(v, (str, int, bool)) and isinstance(key, str) for key, v in filters.items())):
-        raise GuardrailError("input_filters", "filters must be an object of field: value (string, integer or bool)")
-    return k, filters or None
-
-
 def create_app(ws: Workspace | None = None, cfg: ServeConfig | None = None) -> Any:
     """The FastAPI app; the engine starts loading in the background when the app starts."""
     from contextlib import asynccontextmanager
@@ -361,28 +287,6 @@ def svc_redact(text: str | None, cfg: ServeConfig) -> str | None:
     from tasks.serving.guardrails import redact
 
     return redact(text, cfg.guardrails)[0]
-
-
-def feedback_fields(body: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(body) - {"request_id", "rating", "correction", "comment"})
-    if unknown:
-        raise GuardrailError("input_fields", f"unknown fields {unknown}: send request_id, rating, correction, comment")
-    rid = body.get("request_id")
-    if not isinstance(rid, str) or not rid.strip():
-        raise GuardrailError("input_request_id", "request_id is required (the id /v1/ask returned)")
-    if body.get("rating") not in ("up", "down"):
-        raise GuardrailError("input_rating", "rating must be 'up' or 'down'")
-    out = {"request_id": rid.strip(), "rating": body["rating"]}
-    for name in ("correction", "comment"):
-        v = body.get(name)
-        if v is None:
-            continue
-        if not isinstance(v, str):
-            raise GuardrailError(f"input_{name}", f"{name} must be a string")
-        if len(v) > MAX_FEEDBACK_TEXT:
-            raise GuardrailError(f"input_{name}", f"{name} has {len(v)} characters; the limit is {MAX_FEEDBACK_TEXT}", 413)
-        out[name] = v.strip() or None
-    return out
 
 
 def app_from_env() -> Any:

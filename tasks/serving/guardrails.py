@@ -5,6 +5,7 @@ threshold on retrieval support, calibrated on the evaluation split. Every decisi
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from functools import lru_cache
@@ -33,6 +34,7 @@ INJECTION_PATTERNS: dict[str, str] = {
                        r"<</?SYS>>|^\s*###\s*(?:system|instruction)\s*:",
 }
 _INJECTION = {name: re.compile(p, re.IGNORECASE | re.MULTILINE | re.DOTALL) for name, p in INJECTION_PATTERNS.items()}
+MAX_FEEDBACK_TEXT = 4000  # characters of a correction or a comment
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -63,6 +65,65 @@ def check_question(question: Any, cfg: GuardrailConfig) -> str:
         raise GuardrailError("input_too_long", f"the question has {len(text)} characters; the limit is "
                              f"{cfg.max_question_chars}", status=413)
     return text
+
+
+async def read_body(request: Any, limit: int) -> dict[str, Any]:
+    """The JSON object of a request body; `GuardrailError` (413 or 400) with the reason otherwise."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise GuardrailError("input_too_large", f"the body has {int(length)} bytes; the limit is {limit}", 413)
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise GuardrailError("input_too_large", f"the body exceeds {limit} bytes", 413)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GuardrailError("input_not_text", f"the body is not UTF-8 (byte {exc.start})") from None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GuardrailError("input_json", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(body, dict):
+        raise GuardrailError("input_json", "the body must be a JSON object")
+    return body
+
+
+def ask_arguments(body: dict[str, Any]) -> tuple[int | None, dict[str, Any] | None]:
+    unknown = sorted(set(body) - {"question", "k", "filters"})
+    if unknown:
+        raise GuardrailError("input_fields", f"unknown fields {unknown}: send question, k, filters")
+    k = body.get("k")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 20):
+        raise GuardrailError("input_k", "k must be an integer from 1 to 20")
+    filters = body.get("filters")
+    if filters is not None and (not isinstance(filters, dict) or not all(
+            isinstance(v, (str, int, bool)) and isinstance(key, str) for key, v in filters.items())):
+        raise GuardrailError("input_filters", "filters must be an object of field: value (string, integer or bool)")
+    return k, filters or None
+
+
+def feedback_fields(body: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(body) - {"request_id", "rating", "correction", "comment"})
+    if unknown:
+        raise GuardrailError("input_fields", f"unknown fields {unknown}: send request_id, rating, correction, comment")
+    rid = body.get("request_id")
+    if not isinstance(rid, str) or not rid.strip():
+        raise GuardrailError("input_request_id", "request_id is required (the id /v1/ask returned)")
+    if body.get("rating") not in ("up", "down"):
+        raise GuardrailError("input_rating", "rating must be 'up' or 'down'")
+    out = {"request_id": rid.strip(), "rating": body["rating"]}
+    for name in ("correction", "comment"):
+        v = body.get(name)
+        if v is None:
+            continue
+        if not isinstance(v, str):
+            raise GuardrailError(f"input_{name}", f"{name} must be a string")
+        if len(v) > MAX_FEEDBACK_TEXT:
+            raise GuardrailError(f"input_{name}", f"{name} has {len(v)} characters; the limit is {MAX_FEEDBACK_TEXT}", 413)
+        out[name] = v.strip() or None
+    return out
 
 
 def redact(text: str | None, cfg: GuardrailConfig) -> tuple[str | None, dict[str, int]]:

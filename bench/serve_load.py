@@ -117,6 +117,39 @@ def batch_sizes(url: str) -> dict:
     return {"batches": int(n), "mean_size": round(got.get("ragtune_generation_batch_size_sum", 0) / n, 2) if n else None}
 
 
+def model_ceiling(home: Path, questions: list[str], max_new_tokens: int) -> dict:
+    """The same engine in this process, no HTTP: 16 server prompts (retrieved context included) generated in one
+    batch against one by one: what batching alone buys on this machine for prompts of this length."""
+    from tasks.generate import generate_shrinking
+    from tasks.serving.config import ServeConfig
+    from tasks.serving.engine import Engine, desired_state
+    from tasks.sft import build_messages, format_context
+    from tasks.workspace import Workspace
+
+    ws = Workspace(home)
+    cfg = ServeConfig(max_new_tokens=max_new_tokens)
+    engine = Engine(ws, cfg, desired_state(ws, cfg))
+    try:
+        found = engine.retriever.search_many([(q, engine.data.context_k, None) for q in questions])
+        prompts = [build_messages(q, "", format_context(h, engine.data.context_chars), engine.data.system_prompt)[:-1]
+                   for q, (h, _) in zip(questions, found, strict=True)]
+        batched = serial = float("inf")
+        for _ in range(2):  # the best of two: the first run of a shape also builds its CPU kernels
+            t = time.perf_counter()
+            generate_shrinking(engine.llm, engine.tokenizer, prompts, max_new_tokens)
+            batched = min(batched, time.perf_counter() - t)
+            t = time.perf_counter()
+            for p in prompts:
+                generate_shrinking(engine.llm, engine.tokenizer, [p], max_new_tokens)
+            serial = min(serial, time.perf_counter() - t)
+        n_tokens = [len(engine.tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True)["input_ids"])
+                    for p in prompts]
+    finally:
+        engine.close()
+    return {"prompts": len(prompts), "batched_s": round(batched, 2), "serial_s": round(serial, 2),
+            "ratio": round(serial / batched, 2), "mean_prompt_tokens": round(statistics.mean(n_tokens))}
+
+
 def promote_midway(home: Path, base_model: str, url: str, delay_s: float) -> dict:
     """Promote a new champion (a fresh LoRA adapter) while the clients run; returns how long the swap took."""
     from tests.integration.helpers import register_champion
@@ -177,10 +210,12 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)
+    with tempfile.TemporaryDirectory(prefix="ragtune-bench-") as tmp:
+        ceiling = model_ceiling(scratch_workspace(home, Path(tmp) / "ws"), pool[used:used + 16], args.max_new_tokens)
     by = {(r["mode"], r["clients"]): r for r in rows}
     ratio = by[("batched", top)]["rps"] / by[("one-at-a-time", top)]["rps"]
     out = {"rows": rows, "ratio_at_max_clients": ratio, "max_clients": top, "max_new_tokens": args.max_new_tokens,
-           "errors": sum(r["errors"] for r in rows)}
+           "errors": sum(r["errors"] for r in rows), "model_ceiling": ceiling}
     if args.json:
         print(json.dumps(out))
         return
@@ -198,6 +233,8 @@ def main() -> None:
         if r.get("batch_sizes"):
             print(f"{r['mode'].split(' +')[0]} server: {r['batch_sizes']['batches']} generation batches, mean size "
                   f"{r['batch_sizes']['mean_size']}")
+    print(f"model alone, {ceiling['prompts']} server prompts of ~{ceiling['mean_prompt_tokens']} tokens: one batch "
+          f"{ceiling['batched_s']} s, one by one {ceiling['serial_s']} s ({ceiling['ratio']}x)")
     print(f"batched / one-at-a-time at {top} clients: {ratio:.2f}x (target >= 2x); errors in all: {out['errors']}")
 
 

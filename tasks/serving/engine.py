@@ -181,10 +181,10 @@ class Batcher:
 
 
 def generator(llm: Any, tokenizer: Any, max_new_tokens: int) -> Any:
-    """The generation batch function: chat prompts in, greedy answers out."""
-    from tasks.generate import generate
+    """The generation batch function: chat prompts in, greedy answers out (rows leave the batch as they end)."""
+    from tasks.generate import generate_shrinking
 
-    return lambda prompts: generate(llm, tokenizer, prompts, max_new_tokens, len(prompts))
+    return lambda prompts: generate_shrinking(llm, tokenizer, prompts, max_new_tokens)
 
 
 class Engine:

@@ -140,6 +140,8 @@ def test_segments_of_a_stopped_server_are_closed_by_rotation(ws):
 
 @pytest.mark.slow
 def test_batcher_generates_concurrent_questions_together_with_the_answers_of_serial_generation(base_model_dir):
+    """The server's batch function sheds finished rows; its answers are `generate`'s, for answers of every length
+    (some end at once, some run to the limit)."""
     from tasks.generate import generate, load_systems
     from tasks.serving.engine import Batcher, generator
 
@@ -161,8 +163,20 @@ def test_batcher_generates_concurrent_questions_together_with_the_answers_of_ser
     answers = [f.result(timeout=120) for f in futures]
     b.close()
     assert sizes == [4]  # one generate call for the four questions
-    assert answers == generate(model, tok, prompts, 6, 4)
+    assert answers == generate(model, tok, prompts, 6, 4)  # rows leaving the batch early change no answer
     serial = Batcher(generator(model, tok, 6), window_ms=0, max_batch=1, on_batch=sizes.append)
     assert [serial.submit(p).result(timeout=120) for p in prompts[:2]] == answers[:2]
     serial.close()
     assert sizes[1:] == [1, 1]
+
+
+@pytest.mark.slow
+def test_shedding_finished_rows_gives_the_answers_of_generate(base_model_dir):
+    from tasks.generate import generate, generate_shrinking, load_systems
+
+    model, tok = load_systems(base_model_dir, {})
+    questions = ["Reply with one word: yes.", "Count from one to twenty in words.", "What is 2+2? Answer with a digit.",
+                 "Write a long sentence about the sea.", "Say OK.", "List five colours separated by commas."]
+    prompts = [[{"role": "user", "content": q}] for q in questions]
+    for n in (1, 3, 6):
+        assert generate_shrinking(model, tok, prompts[:n], 24) == generate(model, tok, prompts[:n], 24, n)

@@ -304,8 +304,15 @@ def run(cfg: ServeConfig, ws: Workspace | None = None) -> None:
     ws = ws or Workspace.from_env()
     os.environ["RAGTUNE_HOME"] = str(ws.root)
     os.environ["RAGTUNE_SERVE_CONFIG"] = cfg.model_dump_json()
+    made = None
     if cfg.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ragtune-metrics-")
-    uvicorn.run("tasks.serving.app:app_from_env", factory=True, host=cfg.host, port=cfg.port, workers=cfg.workers,
-                log_level="info", access_log=False, timeout_graceful_shutdown=30)
+        made = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ragtune-metrics-")
+    try:
+        uvicorn.run("tasks.serving.app:app_from_env", factory=True, host=cfg.host, port=cfg.port, workers=cfg.workers,
+                    log_level="info", access_log=False, timeout_graceful_shutdown=30)
+    finally:
+        if made:  # the metric files of this server's workers; a new server starts from zero
+            import shutil
+
+            shutil.rmtree(made, ignore_errors=True)
 

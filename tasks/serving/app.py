@@ -214,10 +214,15 @@ def create_app(ws: Workspace | None = None, cfg: ServeConfig | None = None) -> A
             return refuse("ask", exc, started, {"request_id": request_id, "question": short})
         except NotReadyError as exc:
             svc.metrics.requests.labels("ask", "503").inc()
-            return JSONResponse({"error": f"not ready: {exc}"}, status_code=503, headers={"Retry-After": "5"})
+            svc.remember(log_record(request_id, started, {"question": short, "guardrails": [
+                decision("not_ready", "refuse", str(exc))]}, 503))  # every request ends as one line of the log
+            return JSONResponse({"error": f"not ready: {exc}", "request_id": request_id}, status_code=503,
+                                headers={"Retry-After": "5"})
         except Exception as exc:
             log.exception("ask %s failed", request_id)
             svc.metrics.requests.labels("ask", "500").inc()
+            svc.remember(log_record(request_id, started, {"question": short, "guardrails": [
+                decision("internal_error", "refuse", type(exc).__name__)]}, 500))
             return JSONResponse({"error": f"internal error: {type(exc).__name__}", "request_id": request_id},
                                 status_code=500)
         svc.count(out["guardrails"])
@@ -233,19 +238,31 @@ def create_app(ws: Workspace | None = None, cfg: ServeConfig | None = None) -> A
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> Any:
         started = time.perf_counter()
+        body: dict[str, Any] = {}
+
+        def kept(reason: str) -> None:
+            """A refused feedback body still ends in the inbox, marked, so review gives it a fate (quarantined)."""
+            rid, rating = body.get("request_id"), body.get("rating")
+            svc.feedback.append({"feedback_id": uuid.uuid4().hex, "at": now_iso(), "refused": reason,
+                                 "request_id": rid if isinstance(rid, str) else None,
+                                 "rating": rating if isinstance(rating, str) else None})
+
         try:
             body = await read_body(request, cfg.guardrails.max_body_bytes)
             fields = feedback_fields(body)
         except GuardrailError as exc:
+            kept(str(exc))
             return refuse("feedback", exc, started)
         from starlette.concurrency import run_in_threadpool
 
         rec = await run_in_threadpool(svc.lookup, fields["request_id"])
         if rec is None:
             svc.metrics.requests.labels("feedback", "404").inc()
+            kept("unknown request id")
             return JSONResponse({"error": f"no request with id {fields['request_id']!r} was logged"}, status_code=404)
         if rec.get("status") != 200 or rec.get("answer") is None:
             svc.metrics.requests.labels("feedback", "409").inc()
+            kept("the request was refused: no answer to rate")
             return JSONResponse({"error": f"request {fields['request_id']!r} was refused: there is no answer to rate"},
                                 status_code=409)
         item = {"feedback_id": uuid.uuid4().hex, "request_id": fields["request_id"], "at": now_iso(),

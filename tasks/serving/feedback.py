@@ -74,6 +74,8 @@ def _first_look(ws: Workspace, cfg: FeedbackConfig, rec: dict[str, Any]) -> dict
     item = {"feedback_id": fid, "request_id": rec.get("request_id"), "rating": rec.get("rating"),
             "at": rec.get("at"), "question": None, "answer": None, "doc_ids": [], "comment": rec.get("comment"),
             "status": "candidate", "reason": "", "reviewed_at": None, "reviewed_by": None, "note": None}
+    if rec.get("refused"):  # the server answered 4xx: recorded so that it has a fate, never a training pair
+        return _decide(item, "quarantined", f"refused_at_api: {rec['refused']}", "triage")
     if not rec.get("feedback_id") or not isinstance(rec.get("request_id"), str) or item["rating"] not in ("up", "down"):
         return _decide(item, "quarantined", "malformed: a feedback record needs feedback_id, request_id and "
                        "rating up|down (a hand-edited inbox line?)", "triage")

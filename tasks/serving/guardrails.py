@@ -156,11 +156,24 @@ def calibration_path(ws: Workspace) -> Path:
     return ws.root / "serve" / "calibration.json"
 
 
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+@lru_cache(maxsize=8)
+def _calibration(path: str, mtime: float | None) -> dict[str, Any] | None:
+    """The calibration file, read once per version of it (every answer asks for the threshold)."""
+    return read_json(Path(path), default=None) if mtime is not None else None
+
+
 def support_threshold(ws: Workspace, cfg: GuardrailConfig) -> tuple[float, str]:
     """(threshold, where it comes from): the setting, the calibration file, or the default."""
     if cfg.min_support is not None:
         return cfg.min_support, "guardrails.min_support"
-    cal = read_json(calibration_path(ws), default=None)
+    cal = _calibration(str(calibration_path(ws)), _mtime(calibration_path(ws)))
     if cal and cal.get("threshold") is not None:
         return float(cal["threshold"]), f"calibrated on {cal.get('questions', '?')} questions"
     return DEFAULT_SUPPORT, "default (run `ragtune calibrate`)"
@@ -224,11 +237,10 @@ def calibrate(ws: Workspace, cfg: Any) -> dict[str, Any]:
     k = cfg.k or state["data"].context_k
     retriever = Retriever(ws, cfg.index_name, state["collection"])
     try:
-        in_domain = []
-        for r in rows:
-            hits, support = retriever.search(r["question"], k)
-            in_domain.append((support or 0.0, r["doc_id"] in {h["doc_id"] for h in hits}))
-        off_scores = [retriever.search(q, k)[1] or 0.0 for q in off]
+        found = retriever.search_many([(q, k, None) for q in [r["question"] for r in rows] + off])
+        in_domain = [(support or 0.0, r["doc_id"] in {h["doc_id"] for h in hits})
+                     for r, (hits, support) in zip(rows, found[:len(rows)], strict=True)]
+        off_scores = [support or 0.0 for _, support in found[len(rows):]]
     finally:
         retriever.close()
     threshold, curve = choose_threshold(in_domain, off_scores)

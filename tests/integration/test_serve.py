@@ -97,6 +97,17 @@ def test_bad_inputs_get_a_4xx_with_a_reason_and_are_not_logged_as_answers(served
         res = httpx.post(f"{url}/v1/feedback", json=body)
         assert res.status_code == status and words in res.json()["error"], res.text
     assert len(answers_logged(home)) == before
+    from tasks.serving import feedback as fb
+    from tasks.serving.requestlog import FEEDBACK as INBOX
+    from tasks.serving.requestlog import read_records as inbox
+    from tasks.workspace import Workspace as W
+
+    refused = [r for r in inbox(W(home), INBOX) if r.get("refused")]
+    assert len(refused) >= 3  # a refused feedback body is kept, marked, and quarantined by review
+    fb.triage(W(home))
+    items = {i["feedback_id"]: i for i in fb.list_items(W(home))}
+    assert all(items[r["feedback_id"]]["status"] == "quarantined" and "refused_at_api" in items[r["feedback_id"]]["reason"]
+               for r in refused)
     m = httpx.get(f"{url}/metrics").text
     assert metric(m, "ragtune_guardrail_decisions_total", check="input_empty", action="reject") >= 1
     assert metric(m, "ragtune_requests_total", endpoint="ask", status="413") >= 2

@@ -1,6 +1,6 @@
-"""Answer metrics (SQuAD exact match and token F1, ROUGE-L, BLEU, perplexity, length) and paired bootstrap
-confidence intervals. Every metric is kept as per-example statistics plus an aggregate, so that corpus-level
-metrics (BLEU, perplexity) are resampled correctly, not averaged per sentence."""
+"""Answer metrics (SQuAD exact match and token F1, ROUGE-L, BLEU, METEOR, BERTScore, perplexity, length) and
+paired bootstrap confidence intervals. Every metric is kept as per-example statistics plus an aggregate, so
+that corpus-level metrics (BLEU, perplexity) are resampled correctly, not averaged per sentence."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from tasks import textmetrics
+
 # direction of improvement: +1 higher is better, -1 lower is better, 0 neither (reported only)
-DIRECTION = {"exact_match": 1, "token_f1": 1, "rouge_l": 1, "bleu": 1, "perplexity": -1, "answer_chars": 0,
-             "unsafe": -1}
+DIRECTION = {"exact_match": 1, "token_f1": 1, "rouge_l": 1, "bleu": 1, "meteor": 1, "bertscore": 1,
+             "perplexity": -1, "answer_chars": 0, "unsafe": -1}
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
 
@@ -113,9 +115,12 @@ def bleu_stats(predictions: Sequence[str], references: Sequence[Sequence[str]]) 
 
 
 def answer_table(predictions: Sequence[str], references: Sequence[Sequence[str]],
-                 nll: Sequence[tuple[float, int]] | None = None, unsafe: Sequence[int] | None = None) -> MetricTable:
+                 nll: Sequence[tuple[float, int]] | None = None, unsafe: Sequence[int] | None = None, *,
+                 bertscore_model: str | None = None, bertscore_layer: int | None = None) -> MetricTable:
     """The metric table of one system's answers. `nll` holds (summed negative log-likelihood, tokens) of the
-    reference answer per example, for perplexity; `unsafe` 1 per answer that hits the safety blocklist."""
+    reference answer per example, for perplexity; `unsafe` 1 per answer that hits the safety blocklist. METEOR
+    is there whenever a WordNet is installed (tasks/textmetrics.py); BERTScore when `bertscore_model` is set,
+    as columns F1 (the metric), precision, recall; `bertscore_layer` None: the encoder's default layer."""
     col = lambda xs: np.asarray(xs, dtype=np.float64).reshape(-1, 1)  # noqa: E731
     stats = {
         "exact_match": col([exact_match(p, r) for p, r in zip(predictions, references, strict=True)]),
@@ -124,6 +129,12 @@ def answer_table(predictions: Sequence[str], references: Sequence[Sequence[str]]
         "bleu": bleu_stats(predictions, references),
         "answer_chars": col([len(p) for p in predictions]),
     }
+    if (wn := textmetrics.wordnet()) is not None:
+        stats["meteor"] = col([textmetrics.meteor(p, r, wn)
+                               for p, r in zip(predictions, references, strict=True)])
+    if bertscore_model:
+        bs = textmetrics.bertscore(predictions, references, bertscore_model, bertscore_layer)
+        stats["bertscore"] = np.column_stack([bs["f1"], bs["precision"], bs["recall"]]).reshape(-1, 3)
     aggregate: dict[str, Callable[[np.ndarray], float]] = {k: _mean for k in stats}
     aggregate["bleu"] = _bleu_aggregate()
     if nll is not None:

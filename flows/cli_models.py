@@ -1,4 +1,4 @@
-"""`ragtune evaluate | promote | rollback | ask | models`: the model half of the command line (lazy imports)."""
+"""`ragtune evaluate | promote | compare | rollback | ask | models`: the model half of the command line (lazy imports)."""
 
 from __future__ import annotations
 
@@ -33,9 +33,14 @@ def print_evaluation(res: dict[str, Any]) -> None:
           f"{res['examples']} questions")
     systems = list(res["metrics"])
     print(f"  {'':<14}" + "".join(f"{s:>12}" for s in systems))
-    for m, p in (("token_f1", "{:.3f}"), ("exact_match", "{:.3f}"), ("rouge_l", "{:.3f}"), ("bleu", "{:.1f}"),
-                 ("perplexity", "{:.2f}"), ("unsafe", "{:.0f}")):
-        print(f"  {m:<14}" + "".join(f"{_fmt(res['metrics'][s].get(m), p):>12}" for s in systems))
+    for m, p in (("token_f1", "{:.3f}"), ("exact_match", "{:.3f}"), ("rouge_l", "{:.3f}"), ("meteor", "{:.3f}"),
+                 ("bertscore", "{:.3f}"), ("bleu", "{:.1f}"), ("perplexity", "{:.2f}"), ("unsafe", "{:.0f}")):
+        if any(m in res["metrics"][s] for s in systems):
+            print(f"  {m:<14}" + "".join(f"{_fmt(res['metrics'][s].get(m), p):>12}" for s in systems))
+    for s, f in (res.get("failures") or {}).items():
+        if f["wrong"]:
+            print(f"  {s} wrong {f['wrong']}/{f['answers']}: " + ", ".join(
+                f"{k.replace('_', ' ')} {v:.0%}" for k, v in f["shares"].items() if v))
     for ref, comp in res["comparisons"].items():
         c = comp.get(d["primary_metric"], {})
         print(f"  {d['primary_metric']} candidate − {ref}: {_fmt(c.get('diff'), '{:+.3f}')} "
@@ -68,6 +73,49 @@ def cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  report: {out['report']}")
     return {k: out[k] for k in ("promoted", "champion", "candidate", "reasons", "run_id", "evaluation", "report",
                                 "event")}
+
+
+def _compare_config(args: argparse.Namespace):
+    from tasks.config import CompareConfig, load_yaml_config
+
+    data = load_yaml_config(getattr(args, "config", None))
+    data = data.get("compare", data) if isinstance(data.get("compare"), dict) else data
+    cfg = CompareConfig.model_validate(data).model_dump()
+    for key in ("candidate", "max_examples", "max_new_tokens", "metric"):
+        if getattr(args, key, None) is not None:
+            cfg[key] = getattr(args, key)
+    if getattr(args, "rerank", None):
+        cfg["rerank"]["model"] = args.rerank
+    return CompareConfig.model_validate(cfg)
+
+
+def print_comparison(res: dict[str, Any]) -> None:
+    """The matrix, the cost of fine-tuning, the dominant failure and the verdict."""
+    from tasks.compare.attribution import ADVICE, dominant
+    from tasks.compare.report import cell_label, cost_line, text_table
+
+    print(f"comparison {res['compare_id']}{' (reused)' if res['reused'] else ''}: base vs {res['tuned']['label']} "
+          f"(run {res['tuned']['run_id']}), {res['examples']} {res['split']} questions")
+    for line in text_table(res):
+        print(line)
+    print(f"  {cost_line(res)}")
+    best = max(res["cells"], key=lambda k: res["cells"][k]["metrics"].get(res["metric"]) or 0)
+    kind = dominant(res["cells"][best]["failures"])
+    if kind:
+        share = res["cells"][best]["failures"]["shares"][kind]
+        print(f"  most wrong answers of the best system ({cell_label(res, best)}) are {kind.replace('_', ' ')} "
+              f"({share:.0%}): look at {ADVICE[kind]}")
+    print(f"  verdict: {res['verdict']}")
+    print(f"  report: {res['report']}")
+
+
+def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.compare import compare_flow
+
+    res = compare_flow(_compare_config(args))
+    if not args.json:
+        print_comparison(res)
+    return res
 
 
 def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
@@ -135,6 +183,17 @@ def add_commands(add: Any) -> None:
         sp.add_argument("--max-new-tokens", type=int, metavar="N", help="generation length limit (default 48)")
         sp.add_argument("--judge", action="store_true", help="also run the pairwise LLM judge (position-swapped)")
         sp.add_argument("--judge-model", metavar="PATH_OR_ID", help="judge model (implies --judge)")
+    cp = add("compare", cmd_compare, "RAG, fine-tuning or both? the base model and a fine-tuned run, closed-book and "
+             "with retrieval (and reranking), with intervals, cost and failure attribution")
+    cp.add_argument("--config", metavar="FILE", help="YAML file with CompareConfig fields (or a `compare:` section)")
+    cp.add_argument("--candidate", metavar="RUN_ID", help="fine-tuned run (default: the champion, else the "
+                    "challenger or the newest finished run)")
+    cp.add_argument("--max-examples", type=int, metavar="N", help="compare on the first N test questions only")
+    cp.add_argument("--max-new-tokens", type=int, metavar="N", help="generation length limit (default 48)")
+    cp.add_argument("--metric", choices=["token_f1", "exact_match", "rouge_l", "meteor", "bertscore"],
+                    help="metric of the verdict and the chart (default token_f1)")
+    cp.add_argument("--rerank", metavar="MODEL", help="also run the retrieval cells with this cross-encoder (a "
+                    "folder, a hub id, or `trained`)")
     rb = add("rollback", cmd_rollback, "make the previous champion the champion again")
     rb.add_argument("--reason", default="manual rollback", help="recorded in the registry history")
     add("models", cmd_models, "list the registered model versions and their aliases")

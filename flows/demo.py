@@ -10,6 +10,7 @@ from typing import Any
 DEMO_TRAIN = {"max_steps": 16, "batch_size": 8, "eval_steps": 8, "save_steps": 8,
               "data": {"context_k": 2, "context_chars": 300}}
 DEMO_EVAL = {"max_new_tokens": 32}
+DEMO_COMPARE = {"max_new_tokens": 32}
 DEMO_QUERIES = ["How many days of paid annual leave do employees get?", "How do I run Relay behind an HTTP proxy?",
                 "서울 사무소 회의실은 어떻게 예약하나요?"]
 
@@ -22,11 +23,14 @@ def demo_config(train: dict[str, Any] | None = None, evaluate: dict[str, Any] | 
                           evaluate=EvalConfig.model_validate({**DEMO_EVAL, **(evaluate or {})}))
 
 
-def run_demo(train: dict[str, Any] | None = None, evaluate: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The pipeline with training and promotion; the training run is named after its inputs, so a re-run on
-    unchanged data reuses every stage's output."""
+def run_demo(train: dict[str, Any] | None = None, evaluate: dict[str, Any] | None = None,
+             compare: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The pipeline with training and promotion, then the comparison of RAG, fine-tuning and both; the training
+    run is named after its inputs, so a re-run on unchanged data reuses every stage's output."""
     from flows.cli import _ingest_output
+    from flows.compare import compare_flow
     from flows.pipeline import pipeline_flow
+    from tasks.config import CompareConfig
     from tasks.workspace import Workspace
 
     result = pipeline_flow(demo_config(train, evaluate), run_training=True, promote=True, run_id_prefix="demo")
@@ -39,7 +43,8 @@ def run_demo(train: dict[str, Any] | None = None, evaluate: dict[str, Any] | Non
             "metrics": ev["metrics"], "comparisons": ev["comparisons"], "retrieval": ev["retrieval"],
             "report": pr["report"], "ingest": _ingest_output(result["ingest"]), "index": result["index"],
             "searches": demo_searches(ws, result["index"]), "train": result["train"], "evaluation": ev,
-            "calibration": demo_calibration(ws)}
+            "calibration": demo_calibration(ws),
+            "comparison": compare_flow(CompareConfig.model_validate({**DEMO_COMPARE, **(compare or {})}))}
 
 
 def demo_calibration(ws) -> dict[str, Any]:
@@ -115,6 +120,10 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 
     print("\n6. calibrate the server's 'not found in the documents' answer:")
     print_calibration(out["calibration"])
+    from flows.cli_models import print_comparison
+
+    print("\n7. compare: RAG, fine-tuning or both? (the same test questions, closed-book and with retrieval)")
+    print_comparison(out["comparison"])
     print("\nnext: serve it and open the chat page")
     print("  ragtune serve                      # then open http://127.0.0.1:8000/ (API: /v1/ask, /v1/feedback, "
           "/metrics)")

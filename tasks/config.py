@@ -324,6 +324,24 @@ class IndexConfig(StageConfig):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+class RerankConfig(StageConfig):
+    """Optional cross-encoder reranking after hybrid retrieval: the top `candidates` hits are scored against the
+    question by a cross-encoder and the best are kept, the same way in search, SFT context, evaluation, ask and
+    serve."""
+
+    model: str | None = Field(default=None, description="Cross-encoder: a local folder (safetensors weights) or a "
+                              "hub id; empty: no reranking. No cross-encoder ships inside a PyPI package: train one "
+                              "with `ragtune train-reranker` or point at a downloaded one.")
+    candidates: int = Field(default=20, ge=1, le=200, description="Hybrid hits scored per question (top-N); the "
+                            "best k of them are kept.")
+    batch_size: int = Field(default=32, ge=1, description="Question-passage pairs per cross-encoder forward pass.")
+    max_length: int = Field(default=256, ge=16, le=4096, description="Tokens of question + passage per pair.")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.model)
+
+
 DEFAULT_SYSTEM_PROMPT = ("You answer questions about the documents of this workspace. Use the numbered context "
                          "passages when they are given. Reply with the short answer only.")
 
@@ -348,6 +366,8 @@ class SFTDataConfig(StageConfig):
                                         "similar (MinHash) are kept in one split.")
     max_length: int = Field(default=512, ge=16, description="Longer examples (in base-model tokens) are "
                             "quarantined, not truncated.")
+    rerank: RerankConfig = Field(default_factory=RerankConfig, description="Cross-encoder reranking of the "
+                                 "retrieved passages (off by default).")
     include_feedback: bool = Field(default=True, description="Add the accepted feedback pairs "
                                    "(`feedback/accepted.jsonl` in the workspace, see `ragtune feedback`) to the Q/A "
                                    "files, with their provenance (source: feedback, request id); the Q/A files win "
@@ -407,7 +427,7 @@ class JudgeConfig(StageConfig):
 class GateConfig(StageConfig):
     """Declarative promotion rules: what a candidate must show against the champion (or the base model)."""
 
-    primary_metric: Literal["token_f1", "exact_match", "rouge_l", "bleu"] = Field(
+    primary_metric: Literal["token_f1", "exact_match", "rouge_l", "bleu", "meteor", "bertscore"] = Field(
         default="token_f1", description="The metric that must improve.")
     min_improvement: float = Field(default=0.02, ge=0, description="Least improvement of the primary metric, in its "
                                    "units (F1/EM/ROUGE-L 0-1, BLEU 0-100).")
@@ -426,7 +446,7 @@ class GateConfig(StageConfig):
     @field_validator("guards")
     @classmethod
     def _known_guards(cls, v: dict[str, float]) -> dict[str, float]:
-        known = {"exact_match", "token_f1", "rouge_l", "bleu"}
+        known = {"exact_match", "token_f1", "rouge_l", "bleu", "meteor", "bertscore"}
         bad = sorted(set(v) - known)
         if bad:
             raise ValueError(f"unknown guard metrics {bad}: choose from {sorted(known)}")
@@ -454,6 +474,10 @@ class EvalConfig(StageConfig):
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="Optional LLM-as-judge.")
     gate: GateConfig = Field(default_factory=GateConfig, description="Promotion rules.")
     report_examples: int = Field(default=12, ge=0, description="Per-example answers shown in the HTML report.")
+    bertscore_model: str | None = Field(default="packaged:all-MiniLM-L6-v2", description="Encoder of BERTScore: "
+                                        "`packaged:all-MiniLM-L6-v2`, a local folder or a hub id; empty: no BERTScore.")
+    bertscore_layer: int | None = Field(default=None, ge=1, description="Hidden layer whose token embeddings are "
+                                        "matched; empty: the encoder's documented default (see tasks/metrics.py).")
 
 
 class AskConfig(StageConfig):
@@ -499,3 +523,29 @@ class SweepConfig(StageConfig):
         if not v:
             raise ValueError("the grid needs at least one value per axis")
         return v
+
+
+class CompareConfig(StageConfig):
+    """`ragtune compare`: RAG, fine-tuning or both? The base model and a fine-tuned run, each closed-book and with
+    retrieval (and with reranking when a reranker is set), on the SFT test split: same decoding, same metrics,
+    paired bootstrap intervals, cost, failure attribution and a one-sentence verdict."""
+
+    candidate: str | None = Field(default=None, description="Training run id of the fine-tuned system; empty: the "
+                                  "champion, else the registry's challenger, else the newest finished run.")
+    split: Literal["test", "validation"] = Field(default="test", description="SFT dataset split compared on.")
+    max_examples: int | None = Field(default=None, ge=1, description="Compare on the first N examples only.")
+    max_new_tokens: int = Field(default=48, ge=1, le=2048, description="Generation length limit (greedy decoding).")
+    batch_size: int = Field(default=16, ge=1, description="Prompts per generation batch.")
+    rerank: RerankConfig = Field(default_factory=RerankConfig, description="When a model is set, the retrieval "
+                                 "cells are also run with reranking; empty: the run's own reranking setting.")
+    metric: Literal["token_f1", "exact_match", "rouge_l", "meteor", "bertscore"] = Field(
+        default="token_f1", description="Metric of the verdict sentence and the chart.")
+    bootstrap_samples: int = Field(default=1000, ge=100, le=100_000, description="Paired bootstrap resamples.")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Confidence level of the intervals.")
+    seed: int = Field(default=0, description="Seed of the bootstrap resampling.")
+    attribution_recall: float = Field(default=0.8, gt=0, le=1, description="A reference answer counts as present in "
+                                      "a text when it appears as a phrase, or when this share of its words does.")
+    bertscore_model: str | None = Field(default="packaged:all-MiniLM-L6-v2", description="Encoder of BERTScore; "
+                                        "empty: none.")
+    bertscore_layer: int | None = Field(default=None, ge=1, description="BERTScore layer; empty: the default.")
+    report_examples: int = Field(default=3, ge=0, description="Examples shown per failure kind in the report.")

@@ -40,6 +40,7 @@ class EvalResult:
     reused: bool
     judge: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, dict[str, Any]] = field(default_factory=dict)  # per system: tasks.compare.attribution
 
 
 def run_meta(ws: Workspace, run_id: str) -> dict[str, Any]:
@@ -73,23 +74,42 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def serving_prompts(ws: Workspace, rows: list[dict[str, Any]], data: SFTDataConfig, depth: int,
-                    ) -> tuple[list[list[dict[str, str]]], list[list[str]], str | None]:
-    """Prompts as `ragtune ask` builds them (fresh retrieval from the served index, the run's prompt settings);
-    returns (prompts, ranked doc ids per question, index version). Conversations given as such are kept."""
+def serving_prompts(ws: Workspace, rows: list[dict[str, Any]], data: SFTDataConfig, depth: int) -> dict[str, Any]:
+    """Prompts as `ragtune ask` builds them (fresh retrieval from the served index, reranked when the settings say
+    so, the run's prompt settings; closed-book when `rag_context` is off). Returns {prompts, contexts (the passages'
+    text in each prompt, for failure attribution), ranked (doc ids per question, `depth` deep), index_version,
+    seconds}. Conversations given as such are kept, their user turn counted as their context."""
     from tasks.sft import build_messages, format_context, retrieve_contexts
 
+    t = time.perf_counter()
     prompts = [r["messages"][:-1] for r in rows]
+    contexts: list[str | None] = [None] * len(rows)
     ranked: list[list[str]] = [[] for _ in rows]
-    if not data.rag_context:
-        return prompts, ranked, None
+    index_version = None
     need = [i for i, r in enumerate(rows) if not r.get("given_messages")]
-    hits, index_version = retrieve_contexts(ws, [rows[i]["question"] for i in need], data, k=max(depth, data.context_k))
-    for i, h in zip(need, hits, strict=True):
-        ctx = format_context(h[:data.context_k], data.context_chars)
-        prompts[i] = build_messages(rows[i]["question"], "", ctx, data.system_prompt)[:-1]
-        ranked[i] = list(dict.fromkeys(x["doc_id"] for x in h))
-    return prompts, ranked, index_version
+    if data.rag_context and need:
+        hits, index_version = retrieve_contexts(ws, [rows[i]["question"] for i in need], data,
+                                                k=max(depth, data.context_k))
+        for i, h in zip(need, hits, strict=True):
+            contexts[i] = format_context(h[:data.context_k], data.context_chars)
+            ranked[i] = list(dict.fromkeys(x["doc_id"] for x in h))
+    for i in need:
+        prompts[i] = build_messages(rows[i]["question"], "", contexts[i], data.system_prompt)[:-1]
+    for i, r in enumerate(rows):
+        if r.get("given_messages"):
+            contexts[i] = next((m["content"] for m in reversed(prompts[i]) if m["role"] == "user"), None)
+    return {"prompts": prompts, "contexts": contexts, "ranked": ranked, "index_version": index_version,
+            "seconds": time.perf_counter() - t}
+
+
+def attribute_all(rows: list[dict[str, Any]], answers: list[str], table: Any, inputs: dict[str, Any],
+                  recall: float = 0.8) -> list[str | None]:
+    """The failure kind of each answer of one system (None where it is an exact match)."""
+    from tasks.compare.attribution import attribute
+
+    em = table.stats["exact_match"][:, 0]
+    return [attribute(a, [r["answer"]], inputs["contexts"][i], bool(em[i]), r.get("doc_id"), inputs["ranked"][i],
+                      recall) for i, (a, r) in enumerate(zip(answers, rows, strict=True))]
 
 
 def _served_index_version(ws: Workspace, data: SFTDataConfig) -> str | None:
@@ -146,9 +166,11 @@ def evaluate(ws: Workspace, cfg: EvalConfig) -> EvalResult:
     rows = load_split(dataset_dir, cfg.split)[: cfg.max_examples]
     if not rows:
         raise EvaluationError(f"SFT dataset {cand['dataset_version']} has no {cfg.split} examples")
-    prompts, ranked, index_version = serving_prompts(ws, rows, data, cfg.retrieval_k)
+    inputs = serving_prompts(ws, rows, data, cfg.retrieval_k)
+    prompts, ranked, index_version = inputs["prompts"], inputs["ranked"], inputs["index_version"]
     timings["retrieve"] = time.perf_counter() - t
 
+    from tasks.compare.attribution import shares
     from tasks.metrics import answer_table, paired_bootstrap, retrieval_metrics
     from tasks.safety import load_blocklist
 
@@ -162,8 +184,12 @@ def evaluate(ws: Workspace, cfg: EvalConfig) -> EvalResult:
     tables = {}
     unsafe = {s: [blocklist.matches(a) for a in answers[s]] for s in answers}
     refs = [[r["answer"]] for r in rows]
+    t = time.perf_counter()
     for s in answers:
-        tables[s] = answer_table(answers[s], refs, nll[s], [int(bool(u)) for u in unsafe[s]])
+        tables[s] = answer_table(answers[s], refs, nll[s], [int(bool(u)) for u in unsafe[s]],
+                                 bertscore_model=cfg.bertscore_model, bertscore_layer=cfg.bertscore_layer)
+    timings["metrics"] = time.perf_counter() - t
+    failures = {s: attribute_all(rows, answers[s], tables[s], inputs) for s in answers}
     t = time.perf_counter()
     comparisons = {ref: paired_bootstrap(tables["candidate"], tables[ref], cfg.bootstrap_samples, cfg.seed,
                                          cfg.confidence) for ref in ("base", "champion") if ref in tables}
@@ -181,9 +207,11 @@ def evaluate(ws: Workspace, cfg: EvalConfig) -> EvalResult:
         candidate_version=cand_rec["version"], champion=champ_rec["version"] if champ_rec else None,
         reference=reference, metrics={s: t.summary() for s, t in tables.items()}, comparisons=comparisons,
         retrieval={**retrieval, "index_version": index_version, "k_in_prompt": data.context_k if data.rag_context else 0},
+        failures={s: shares(f) for s, f in failures.items()},
         decision=decision, examples=len(rows), reused=False, judge=judge and {k: v for k, v in judge.items()
                                                                              if k != "verdicts"}, timings=timings)
-    _publish(ws, final, result, rows, prompts, ranked, answers, tables, unsafe, judge, cfg, cand, champ, blocklist)
+    _publish(ws, final, result, rows, prompts, ranked, answers, tables, unsafe, judge, cfg, cand, champ, blocklist,
+             failures)
     log.info("evaluation %s: candidate %s vs %s: %s", eval_id, cand["run_id"], reference,
              "pass" if decision["passed"] else "fail")
     return result
@@ -227,7 +255,7 @@ def report_path(ws: Workspace, eval_id: str) -> Path:
 
 
 def _publish(ws: Workspace, final: Path, result: EvalResult, rows, prompts, ranked, answers, tables, unsafe, judge,
-             cfg: EvalConfig, cand: dict[str, Any], champ: dict[str, Any] | None, blocklist) -> None:
+             cfg: EvalConfig, cand: dict[str, Any], champ: dict[str, Any] | None, blocklist, failures) -> None:
     """Per-example outputs (JSONL and parquet), then metrics.json last, into a staging folder renamed into place."""
     import pandas as pd
 
@@ -243,8 +271,10 @@ def _publish(ws: Workspace, final: Path, result: EvalResult, rows, prompts, rank
               "retrieved_doc_ids": ranked[i][:cfg.retrieval_k], "prompt": prompts[i][-1]["content"]}
         for s in systems:
             ex[f"answer_{s}"] = answers[s][i]
-            for m in ("exact_match", "token_f1", "rouge_l"):
-                ex[f"{m}_{s}"] = float(tables[s].stats[m][i, 0])
+            for m in ("exact_match", "token_f1", "rouge_l", "meteor", "bertscore"):
+                if m in tables[s].stats:
+                    ex[f"{m}_{s}"] = float(tables[s].stats[m][i, 0])
+            ex[f"failure_{s}"] = failures[s][i]
             nll_sum, n_tok = tables[s].stats["perplexity"][i]
             ex[f"nll_{s}"] = float(nll_sum / n_tok) if n_tok else None
             ex[f"unsafe_{s}"] = unsafe[s][i]

@@ -9,7 +9,8 @@ from html import escape
 from typing import Any
 
 METRICS = [("token_f1", "token F1", "{:.3f}"), ("exact_match", "exact match", "{:.3f}"),
-           ("rouge_l", "ROUGE-L", "{:.3f}"), ("bleu", "BLEU", "{:.1f}"), ("perplexity", "perplexity", "{:.2f}"),
+           ("rouge_l", "ROUGE-L", "{:.3f}"), ("meteor", "METEOR", "{:.3f}"), ("bertscore", "BERTScore F1", "{:.3f}"),
+           ("bleu", "BLEU", "{:.1f}"), ("perplexity", "perplexity", "{:.2f}"),
            ("answer_chars", "answer length (chars)", "{:.0f}"), ("unsafe", "unsafe answers", "{:.0f}")]
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:.6em 0 1.4em}td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top}
@@ -95,6 +96,21 @@ def _comparison_table(name: str, comp: dict[str, dict[str, float]]) -> str:
             f"<th>difference</th><th>interval</th><th>P(not better)</th></tr>{rows}</table>")
 
 
+def failure_table(failures: dict[str, dict[str, Any]]) -> str:
+    """Where each system's wrong answers failed (see tasks/compare/attribution.py), with what to fix."""
+    from tasks.compare.attribution import ADVICE, KINDS, LABELS
+
+    systems = list(failures)
+    rows = "".join(f"<tr><td>{escape(LABELS[k])}</td>" + "".join(
+        f"<td class='n'>{failures[s]['counts'][k]} ({failures[s]['shares'][k]:.0%})</td>" for s in systems)
+        + f"<td>{escape(ADVICE[k])}</td></tr>" for k in KINDS if any(failures[s]["counts"][k] for s in systems))
+    total = "".join(f"<td class='n'>{failures[s]['wrong']} of {failures[s]['answers']}</td>" for s in systems)
+    return ("<h2>Where answers fail</h2><p class='muted'>Each wrong answer (not an exact match) gets one kind; "
+            "shares are of the wrong answers.</p><table><tr><th>kind</th>"
+            + "".join(f"<th>{escape(s)}</th>" for s in systems) + f"<th>what to fix</th></tr>{rows}"
+            f"<tr><td>wrong answers</td>{total}<td></td></tr></table>")
+
+
 def render_evaluation(data: dict[str, Any], examples: list[dict[str, Any]]) -> str:
     """The whole report page from an evaluation's metrics.json and examples."""
     d = data["decision"]
@@ -123,6 +139,8 @@ def render_evaluation(data: dict[str, Any], examples: list[dict[str, Any]]) -> s
                      f"{r.get('k_in_prompt')} passages</p><table><tr>" + "".join(f"<th>{k}</th>" for k in keys)
                      + "<th>questions</th></tr><tr>" + "".join(f"<td class='n'>{r[k]:.3f}</td>" for k in keys)
                      + f"<td class='n'>{r['questions']}</td></tr></table>")
+    if data.get("failures"):
+        parts.append(failure_table(data["failures"]))
     j = data.get("judge")
     if j:
         parts.append(f"<h2>LLM judge</h2><p>{escape(str(j.get('model')))} against the {escape(j['against'])}: candidate "
@@ -160,5 +178,13 @@ def evaluation_markdown(data: dict[str, Any]) -> str:
             lines.append(f"| {label} | " + " | ".join(_fmt(data["metrics"][s].get(m), p) for s in systems) + " |")
     lines += ["", "| rule | result | detail |", "|---|---|---|"]
     lines += [f"| {r['rule']} | {'pass' if r['passed'] else 'FAIL'} | {r['detail']} |" for r in d["rules"]]
+    failures = data.get("failures") or {}
+    if failures:
+        from tasks.compare.attribution import KINDS
+
+        lines += ["", "| wrong answers | " + " | ".join(k.replace("_", " ") for k in KINDS) + " |",
+                  "|---|" + "---:|" * len(KINDS)]
+        lines += [f"| {s}: {f['wrong']} of {f['answers']} | " + " | ".join(f"{f['shares'][k]:.0%}" for k in KINDS)
+                  + " |" for s, f in failures.items()]
     lines += ["", f"**Report:** `{data['report']}`"]
     return "\n".join(lines)

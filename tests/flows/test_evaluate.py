@@ -17,6 +17,7 @@ pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 TINY_TRAIN = {"max_steps": 4, "eval_steps": 4, "save_steps": 4, "batch_size": 4,
               "data": {"context_k": 1, "context_chars": 160, "validation_fraction": 0.05}}
 TINY_EVAL = {"max_examples": 8, "max_new_tokens": 12, "bootstrap_samples": 200, "batch_size": 8}
+TINY_COMPARE = {"max_examples": 8, "max_new_tokens": 12, "bootstrap_samples": 200, "batch_size": 8}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def loop(tmp_path_factory, prefect_harness, base_model_dir):
     old = os.environ.get("RAGTUNE_HOME")
     os.environ["RAGTUNE_HOME"] = str(home)
     try:
-        out = run_demo(train={**TINY_TRAIN, "base_model": base_model_dir}, evaluate=TINY_EVAL)
+        out = run_demo(train={**TINY_TRAIN, "base_model": base_model_dir}, evaluate=TINY_EVAL, compare=TINY_COMPARE)
         yield home, out
     finally:
         if old is None:
@@ -70,6 +71,41 @@ def test_demo_runs_the_whole_loop_and_records_the_decision(loop):
     assert meta["safety"]["sha256"] and meta["git_commit"] is not None and meta["decision"] == decision
 
 
+def test_demo_compares_retrieval_fine_tuning_and_both(loop):
+    import json
+
+    from tasks.compare.attribution import KINDS
+    from tasks.compare.verdict import describe
+
+    _, out = loop
+    cmp = out["comparison"]
+    assert set(cmp["cells"]) == {"base/closed", "tuned/closed", "base/rag", "tuned/rag"} and cmp["examples"] == 8
+    for key, cell in cmp["cells"].items():
+        assert {"token_f1", "exact_match", "rouge_l", "bleu", "perplexity"} <= set(cell["metrics"])
+        f = cell["failures"]
+        assert sum(f["counts"].values()) == f["wrong"] <= 8 and set(f["counts"]) == set(KINDS)
+        if key.endswith("/closed"):  # no passages: a wrong closed-book answer is verbose or a knowledge miss
+            assert f["counts"]["reader"] == f["counts"]["retrieval_chunk"] == 0
+        else:
+            assert f["counts"]["closed_book"] == 0
+        assert cell["cost"]["prompt_tokens"] > 0 and cell["cost"]["seconds_per_answer"] > 0
+    assert cmp["cells"]["base/rag"]["cost"]["prompt_tokens"] > cmp["cells"]["base/closed"]["cost"]["prompt_tokens"]
+    for key in ("tuned/closed", "base/rag", "tuned/rag"):  # every cell against base closed-book, with an interval
+        c = cmp["comparisons"][f"{key} vs base/closed"]["token_f1"]
+        assert c["ci_low"] <= c["diff"] <= c["ci_high"]
+    for name in ("retrieval", "fine_tuning_with_retrieval", "fine_tuning_alone"):
+        assert describe(cmp["effects"][name]) in cmp["verdict"]  # the sentence carries the measured intervals
+    assert cmp["tuned"]["adapter_bytes"] > 0 and cmp["tuned"]["train_runtime_s"] > 0
+    html = Path(cmp["report"]).read_text(encoding="utf-8")
+    assert "RAG, fine-tuning or both?" in html and "data:image/png;base64," in html and "Where answers fail" in html
+    lines = (Path(cmp["path"]) / "examples.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 8 and "failure" in json.loads(lines[0])["tuned/rag"]
+    ev = out["evaluation"]  # the evaluation attributes its failures the same way
+    assert set(ev["failures"]) == {"base", "candidate"}
+    assert "Where answers fail" in Path(out["report"]).read_text(encoding="utf-8") or not any(
+        f["wrong"] for f in ev["failures"].values())
+
+
 def test_rerun_reuses_the_run_and_the_evaluation(loop, base_model_dir):
     from flows.demo import run_demo
     from tasks import registry
@@ -77,7 +113,8 @@ def test_rerun_reuses_the_run_and_the_evaluation(loop, base_model_dir):
 
     home, first = loop
     history = registry.history(Workspace(home))
-    again = run_demo(train={**TINY_TRAIN, "base_model": base_model_dir}, evaluate=TINY_EVAL)
+    again = run_demo(train={**TINY_TRAIN, "base_model": base_model_dir}, evaluate=TINY_EVAL, compare=TINY_COMPARE)
+    assert again["comparison"]["reused"] and again["comparison"]["compare_id"] == first["comparison"]["compare_id"]
     assert again["train"]["run_id"] == first["train"]["run_id"] and not again["train"]["trained"]
     assert again["evaluation"]["reused"] and again["evaluation"]["eval_id"] == first["evaluation"]["eval_id"]
     assert again["index"]["mode"] == "unchanged" and again["ingest"]["reused"]

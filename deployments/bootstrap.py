@@ -39,6 +39,7 @@ PARAMETER_SECTIONS = {
     "flows/promote.py:promote_flow": {"config": "evaluate"},
     "flows/sweep.py:sweep_flow": {"config": "sweep"},
     "flows/monitor.py:monitor_flow": {"config": "monitor"},
+    "flows/compare.py:compare_flow": {"config": "compare"},
 }
 
 

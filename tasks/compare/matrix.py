@@ -62,7 +62,7 @@ def _rerank_digest(ws: Workspace, rr: RerankConfig | None) -> str | None:
     try:
         from tasks.rerank import resolve_reranker
 
-        path = Path(resolve_reranker(ws, rr.model))
+        path = Path(resolve_reranker(rr.model, ws))
     except Exception:  # an unknown name fails later, where it is loaded, with its own message
         return rr.model
     files = sorted(path.glob("*.safetensors")) if path.is_dir() else []

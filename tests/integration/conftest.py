@@ -32,6 +32,7 @@ def stack(tmp_path_factory, base_model_dir):
                   "data": {"qa_paths": [str(qa_file(root / "qa.jsonl"))], "rag_context": False, "max_length": 160,
                            "validation_fraction": 0.15, "test_fraction": 0.15}},
         "evaluate": {"max_examples": 3, "max_new_tokens": 6, "bootstrap_samples": 100},
+        "compare": {"max_examples": 3, "max_new_tokens": 6, "bootstrap_samples": 100},
         "retrain": {"min_changed_fraction": 0.5},
     }
     (root / "ragtune.yaml").write_text(json.dumps(config), encoding="utf-8")

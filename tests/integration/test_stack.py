@@ -89,7 +89,13 @@ def test_rest_api_pipeline_run_then_the_event_chain(stack):
 
     ws = Workspace(Path(stack["home"]))
     assert policy.decisions(ws)[0]["reasons"] == ["there is no champion yet"]
-    assert [h["action"] for h in registry.history(ws)][-1] in ("promote", "reject")  # a decision was applied
+    decision = [h["action"] for h in registry.history(ws)][-1]
+    assert decision in ("promote", "reject")  # a decision was applied
+    if decision == "promote":  # ragtune.model.promoted -> the comparison of RAG, fine-tuning and both
+        with api(stack) as client:
+            run = wait_for(lambda: runs_of(client, "compare-on-promotion"), 180, "the compare-on-promotion run")[0]
+            assert wait_run(client, run["id"], 600)["state_type"] == "COMPLETED"
+        assert list((Path(stack["home"]) / "comparisons").glob("*/metrics.json"))
 
 
 def test_two_training_runs_started_together_run_one_after_the_other(stack):

@@ -110,7 +110,7 @@ def test_bootstrap_renders_prefect_yaml_with_config_defaults():
 
     env = {"RAGTUNE_PROJECT_DIR": "/srv/ragtune", "RAGTUNE_HOME": "/data/ws"}
     overrides = {"ingest": {"collect": {"sources": ["/data/docs"]}}, "train": {"max_steps": 4},
-                 "evaluate": {"gate": {"min_improvement": 0.05}}}
+                 "evaluate": {"gate": {"min_improvement": 0.05}}, "compare": {"max_examples": 9}}
     spec = render_spec(PROJECT_ROOT / "prefect.yaml", overrides, env)
     deps = {d["name"]: d for d in spec["deployments"]}
     assert spec["pull"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == "/srv/ragtune"
@@ -118,10 +118,11 @@ def test_bootstrap_renders_prefect_yaml_with_config_defaults():
     assert deps["refresh-on-change"]["parameters"] == {"config": {"ingest": {"collect": {"sources": ["/data/docs"]}}}}
     assert deps["finetune"]["parameters"] == {"config": {"max_steps": 4}}
     assert deps["evaluate-promote"]["parameters"] == {"config": {"gate": {"min_improvement": 0.05}}}
+    assert deps["compare-on-promotion"]["parameters"] == {"config": {"max_examples": 9}}
     assert deps["finetune"]["work_pool"]["job_variables"]["env"]["RAGTUNE_GPU_LIMIT"] == "gpu"
     triggers = {d["name"]: d.get("triggers") for d in spec["deployments"] if d.get("triggers")}
     assert set(triggers) == {"refresh-on-change", "retrain-on-index-update", "evaluate-promote",
-                             "retrain-on-quality-degraded"}
+                             "retrain-on-quality-degraded", "compare-on-promotion"}
     assert deployment_parameters("flows/index.py:index_flow", {"incremental": True}, {"index": {"chunk_size": 96}}) == {
         "incremental": True, "config": {"chunk_size": 96}}
     with pytest.raises(KeyError, match="RAGTUNE_HOME"):

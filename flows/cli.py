@@ -156,9 +156,16 @@ def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.config import RerankConfig
     from tasks.qdrant import alias_target, open_client
+    from tasks.rerank import candidate_depth, rerank
     from tasks.search import search_collection
     from tasks.workspace import Workspace
+
+    if args.candidates is not None and not args.rerank:
+        raise CliError("--candidates needs --rerank MODEL")
+    given = {"candidates": args.candidates} if args.candidates is not None else {}
+    rcfg = RerankConfig(model=args.rerank, **given)
 
     filters = {}
     for f in args.filter or []:
@@ -183,14 +190,22 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
             from tasks.sweep import workspace_config
 
             args.mode = (workspace_config(ws).get("search") or {}).get("mode") or "hybrid"
-        hits = search_collection(client, collection, args.query, cfg, args.k, args.mode, filters)
+        depth = candidate_depth(args.k, rcfg)
+        hits = search_collection(client, collection, args.query, cfg, depth, args.mode, filters)
     finally:
         client.close()
+    hits = rerank([args.query], [hits], args.k, rcfg, ws)[0]  # the top k as found when reranking is off
+    fields = ("score", *(("rerank_score",) if rcfg.enabled else ()), "doc_id", "source_uri", "title",
+              "section", "chunk_index", "text")
     out = {"query": args.query, "mode": args.mode, "collection": collection, "hits": [
-        {k: h.get(k) for k in ("score", "doc_id", "source_uri", "title", "section", "chunk_index", "text")} for h in hits]}
+        {k: h.get(k) for k in fields} for h in hits]}
+    if rcfg.enabled:
+        out["rerank"] = {"model": rcfg.model, "candidates": rcfg.candidates}
     if not args.json:
         for i, h in enumerate(out["hits"], 1):
-            print(f"{i:>2}. [{h['score']:.3f}] {where(h)}")
+            score = (f"rerank {h['rerank_score']:.3f}, {args.mode} {h['score']:.3f}" if rcfg.enabled
+                     else f"{h['score']:.3f}")
+            print(f"{i:>2}. [{score}] {where(h)}")
             print(f"    {h['source_uri']}  ({h['doc_id']}#chunk-{h['chunk_index']})")
             print(f"    {' '.join(h['text'].split())[:200]}")
     return out
@@ -315,6 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="default: the workspace config's search.mode (a sweep can set it), else hybrid")
     srch.add_argument("--filter", action="append", metavar="KEY=VALUE", help="payload filter (repeatable)")
     srch.add_argument("--name", help="index (alias) name (default docs)")
+    srch.add_argument("--rerank", metavar="MODEL", help="rerank the hits with a cross-encoder: a folder, a "
+                      "hub id, or `trained` (the workspace's reranker from `ragtune train-reranker`)")
+    srch.add_argument("--candidates", type=int, metavar="N",
+                      help="hits reranked, of which the best k are kept (default 20)")
     ev = add("eval-retrieval", cmd_eval_retrieval, "score retrieval on BEIR-format files (nDCG@10, recall, MRR)")
     ev.add_argument("--corpus", required=True, help="corpus.jsonl with {_id, title, text} lines")
     ev.add_argument("--queries", required=True, help="queries.jsonl with {_id, text} lines")

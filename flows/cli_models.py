@@ -169,6 +169,21 @@ def cmd_ask(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def cmd_train_reranker(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.config import SFTDataConfig
+    from tasks.rerank_train import RerankerSettings, describe, train_workspace_reranker
+    from tasks.workspace import Workspace
+
+    given = {k: getattr(args, k) for k in ("base", "epochs", "learning_rate", "negatives", "candidates",
+                                           "max_length") if getattr(args, k) is not None}
+    data = SFTDataConfig(**{k: v for k, v in (("dataset", args.dataset), ("index_name", args.name)) if v})
+    ws = Workspace.from_env()
+    out = train_workspace_reranker(ws, data, RerankerSettings(**given), args.min_improvement)
+    if not args.json:
+        print("\n".join(describe(out)))
+    return out
+
+
 def add_commands(add: Any) -> None:
     """Register the model commands on the main parser (`add(name, fn, help)` returns the subparser)."""
     for name, fn, help_ in (("evaluate", cmd_evaluate, "evaluate a trained adapter against the champion and the base "
@@ -194,6 +209,19 @@ def add_commands(add: Any) -> None:
                     help="metric of the verdict and the chart (default token_f1)")
     cp.add_argument("--rerank", metavar="MODEL", help="also run the retrieval cells with this cross-encoder (a "
                     "folder, a hub id, or `trained`)")
+    tr = add("train-reranker", cmd_train_reranker, "fine-tune a cross-encoder reranker on the SFT train "
+             "split; it becomes `trained` only if it raises retrieval nDCG@10 on the test split")
+    tr.add_argument("--base", metavar="MODEL", help="model to start from (default: the packaged MiniLM)")
+    tr.add_argument("--epochs", type=float, metavar="N", help="training epochs (default 2)")
+    tr.add_argument("--learning-rate", type=float, metavar="LR", help="peak learning rate (default 2e-4)")
+    tr.add_argument("--negatives", type=int, metavar="N", help="hard negatives per question (default 3)")
+    tr.add_argument("--candidates", type=int, metavar="N", help="hybrid hits mined and reranked (default 20)")
+    tr.add_argument("--max-length", type=int, metavar="N",
+                    help="tokens per question-passage pair (default 256)")
+    tr.add_argument("--min-improvement", type=float, default=0.0, metavar="D",
+                    help="least nDCG@10 gain over hybrid for `trained` to move (default 0; it must be above)")
+    tr.add_argument("--dataset", help="SFT dataset name (default sft)")
+    tr.add_argument("--name", help="index (alias) name (default docs)")
     rb = add("rollback", cmd_rollback, "make the previous champion the champion again")
     rb.add_argument("--reason", default="manual rollback", help="recorded in the registry history")
     add("models", cmd_models, "list the registered model versions and their aliases")

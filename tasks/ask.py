@@ -33,12 +33,16 @@ def serving_model(ws: Workspace) -> dict[str, Any]:
 
 def cache_key(question: str, index_state: str | None, model_version: str, cfg: AskConfig, data: SFTDataConfig,
               variant: dict[str, Any] | None = None) -> str:
-    """`variant`: what else shaped the answer (the server's passage count or filters when not the defaults)."""
+    """`variant`: what else shaped the answer (the server's passage count or filters when not the defaults).
+    Reranking is part of the key only when it is on (keys without it stay valid); pin `trained` to its folder
+    first (`tasks.rerank.pin_reranker`), so that a newly trained reranker misses the cache."""
     from tasks.sft import normalize_question
 
     blob = {"q": normalize_question(question), "index": index_state, "model": model_version, "format": CACHE_FORMAT,
             "max_new_tokens": cfg.max_new_tokens,
             "prompt": data.model_dump(include={"rag_context", "context_k", "context_chars", "system_prompt"})}
+    if data.rag_context and data.rerank.enabled:
+        blob["rerank"] = data.rerank.model_dump(include={"model", "candidates", "max_length"})
     if variant:
         blob["variant"] = variant
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
@@ -49,9 +53,11 @@ def cache_path(ws: Workspace, key: str) -> Path:
 
 
 def source_list(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The citations of an answer: numbered as in the prompt, with the passage text."""
+    """The citations of an answer: numbered as in the prompt, with the passage text (and the cross-encoder's
+    score when the passages were reranked)."""
     return [{"n": i, "doc_id": h["doc_id"], "source_uri": h["source_uri"], "title": h.get("title"),
-             "section": h.get("section"), "score": h.get("score"), "text": h.get("text")}
+             "section": h.get("section"), "score": h.get("score"), "text": h.get("text"),
+             **({"rerank_score": h["rerank_score"]} if "rerank_score" in h else {})}
             for i, h in enumerate(hits, start=1)]
 
 
@@ -64,6 +70,10 @@ def ask(ws: Workspace, question: str, cfg: AskConfig) -> dict[str, Any]:
     model = serving_model(ws)
     data = model["data"].model_copy(update={"index_name": cfg.index_name})
     from tasks.qdrant import served_state
+    from tasks.rerank import pin_reranker
+
+    if data.rag_context:  # one reranker for the answer and its cache key, whatever is trained meanwhile
+        data = data.model_copy(update={"rerank": pin_reranker(data.rerank, ws)})
 
     collection, index_state = served_state(ws, cfg.index_name) if data.rag_context else (None, None)
     if data.rag_context and collection is None:

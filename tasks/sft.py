@@ -159,11 +159,13 @@ def build_messages(question: str, answer: str, context: str | None, system_promp
 
 def retrieve_contexts(ws: Workspace, questions: list[str], cfg: SFTDataConfig, k: int | None = None,
                       ) -> tuple[list[list[dict[str, Any]]], str]:
-    """Top-k chunks (`k`, else `cfg.context_k`) from the served index for each question (hybrid, as served);
-    returns (passages per question, index version). All questions are embedded in one call."""
+    """Top-k chunks (`k`, else `cfg.context_k`) from the served index for each question (hybrid, as served;
+    with `cfg.rerank` on, the top `candidates` reranked by the cross-encoder); returns (passages per question,
+    index version). All questions are embedded in one call, and all candidates scored in one reranker call."""
     from tasks.config import IndexConfig
     from tasks.embed import embed_texts
     from tasks.qdrant import alias_target, open_client
+    from tasks.rerank import candidate_depth, rerank
     from tasks.search import search_collection
     from tasks.workspace import read_json
 
@@ -176,11 +178,12 @@ def retrieve_contexts(ws: Workspace, questions: list[str], cfg: SFTDataConfig, k
         meta = read_json(ws.index_meta_path(collection), default={}) or {}
         icfg = IndexConfig.model_validate(meta["config"]) if meta.get("config") else IndexConfig(name=cfg.index_name)
         vectors = embed_texts(questions, icfg.embedding_model)
-        out = [search_collection(client, collection, q, icfg, k or cfg.context_k, "hybrid", dense_vector=v.tolist())
-               for q, v in zip(questions, vectors, strict=True)]
-        return out, str(meta.get("index_version") or collection)
+        k = k or cfg.context_k
+        out = [search_collection(client, collection, q, icfg, candidate_depth(k, cfg.rerank), "hybrid",
+                                 dense_vector=v.tolist()) for q, v in zip(questions, vectors, strict=True)]
     finally:
         client.close()
+    return rerank(questions, out, k, cfg.rerank, ws), str(meta.get("index_version") or collection)
 
 
 def token_length(tokenizer: Any, messages: list[dict[str, str]]) -> int:

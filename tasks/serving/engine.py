@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.config import RerankConfig
 from tasks.serving.config import ServeConfig
 from tasks.workspace import Workspace, new_run_id
 
@@ -26,25 +27,37 @@ class NotReadyError(RuntimeError):
 
 
 def desired_state(ws: Workspace, cfg: ServeConfig) -> dict[str, Any]:
-    """What should be served now: the champion (or base model) and the served index's state. File reads only."""
+    """What should be served now: the champion (or base model), the served index's state and the reranker (the
+    folder `trained` points at now). File reads only."""
     from tasks.ask import serving_model
     from tasks.qdrant import served_state
+    from tasks.rerank import reranker_id
 
     model = serving_model(ws)
-    collection, state = served_state(ws, cfg.index_name) if model["data"].rag_context else (None, None)
-    return {**model, "collection": collection, "index_state": state}
+    rag = model["data"].rag_context
+    collection, state = served_state(ws, cfg.index_name) if rag else (None, None)
+    return {**model, "collection": collection, "index_state": state,
+            "reranker": reranker_id(model["data"].rerank, ws) if rag else None}
 
 
 class Retriever:
-    """Hybrid search plus the support score (cosine of the question and the closest passage) on one collection.
+    """Hybrid search plus the support score (cosine of the question and the closest passage) on one
+    collection, then optional cross-encoder reranking (`rerank`; `trained` is pinned to its folder for the
+    retriever's life).
     With the embedded engine the collection is copied under `serve/snapshots/` while the engine's lock is held,
     then searched there: a later build or in-place update changes the original, never this copy."""
 
-    def __init__(self, ws: Workspace, index_name: str, collection: str, snapshot_root: Path | None = None) -> None:
+    def __init__(self, ws: Workspace, index_name: str, collection: str, snapshot_root: Path | None = None,
+                 rerank: RerankConfig | None = None) -> None:
         from tasks.config import IndexConfig
         from tasks.qdrant import open_client, open_local
+        from tasks.rerank import load_reranker, pin_reranker
         from tasks.workspace import read_json
 
+        self.ws = ws
+        self.rerank = pin_reranker(rerank or RerankConfig(), ws)
+        if self.rerank.enabled:  # load it now: a bad model fails the engine's load, not the first request
+            load_reranker(str(self.rerank.model), self.rerank.max_length, ws)
         self.collection = collection
         self.snapshot: Path | None = None
         meta = read_json(ws.index_meta_path(collection), default={}) or {}
@@ -64,8 +77,10 @@ class Retriever:
 
     def search_many(self, queries: list[tuple[str, int, dict[str, Any] | None]],
                     ) -> list[tuple[list[dict[str, Any]], float | None]]:
-        """`search` for several (question, k, filters) at once: the questions are embedded in one forward pass."""
+        """`search` for several (question, k, filters) at once: the questions are embedded in one forward
+        pass; with reranking on, all questions' `max(k, candidates)` hits are scored in one reranker call."""
         from tasks.embed import embed_texts
+        from tasks.rerank import candidate_depth, rerank
         from tasks.search import build_filter, search_collection
 
         out = []
@@ -73,11 +88,15 @@ class Retriever:
             vectors = embed_texts([q for q, _, _ in queries], self.icfg.embedding_model)
             for (question, k, filters), v in zip(queries, vectors, strict=True):
                 vec = v.tolist()
-                hits = search_collection(self.client, self.collection, question, self.icfg, k, "hybrid", filters,
-                                         dense_vector=vec)
+                hits = search_collection(self.client, self.collection, question, self.icfg,
+                                         candidate_depth(k, self.rerank), "hybrid", filters, dense_vector=vec)
                 top = self.client.query_points(self.collection, query=vec, using="dense", limit=1,
                                                query_filter=build_filter(filters), with_payload=False).points
                 out.append((hits, float(top[0].score) if top else None))
+        if self.rerank.enabled and queries:
+            ranked = rerank([q for q, _, _ in queries], [h for h, _ in out], max(k for _, k, _ in queries),
+                            self.rerank, self.ws)
+            out = [(r[:k], support) for r, (_, k, _), (_, support) in zip(ranked, queries, out, strict=True)]
         return out
 
     def close(self) -> None:
@@ -194,12 +213,16 @@ class Engine:
     def __init__(self, ws: Workspace, cfg: ServeConfig, state: dict[str, Any], on_batch: Any = None) -> None:
         from tasks.generate import load_systems
         from tasks.model import resolve_base_model
+        from tasks.rerank import pin_reranker, reranker_id
 
         self.model_version = state["version"]
         self.index_state = state["index_state"]
-        self.data = state["data"].model_copy(update={"index_name": cfg.index_name})
-        self.retriever = (Retriever(ws, cfg.index_name, state["collection"], ws.root / "serve" / "snapshots")
-                          if state["collection"] else None)
+        data = state["data"]  # `trained` pinned: the prompts and the cache keys name the reranker that ran
+        rerank = pin_reranker(data.rerank, ws) if data.rag_context else data.rerank
+        self.data = data.model_copy(update={"index_name": cfg.index_name, "rerank": rerank})
+        self.reranker = reranker_id(self.data.rerank, ws) if data.rag_context else None
+        self.retriever = (Retriever(ws, cfg.index_name, state["collection"], ws.root / "serve" / "snapshots",
+                                    self.data.rerank) if state["collection"] else None)
         try:
             adapters = {"champion": state["adapter_dir"]} if state["adapter_dir"] else {}
             self.llm, self.tokenizer = load_systems(resolve_base_model(ws, state["base_model"]), adapters)
@@ -219,8 +242,8 @@ class Engine:
         self._inflight = 0
         self._cond = threading.Condition()
 
-    def key(self) -> tuple[str, str | None]:
-        return self.model_version, self.index_state
+    def key(self) -> tuple[str, str | None, str | None]:
+        return self.model_version, self.index_state, self.reranker
 
     def enter(self) -> None:
         with self._cond:
@@ -288,7 +311,8 @@ class Server:
             if self.engine is None:
                 self.error = f"no index named {self.cfg.index_name!r} is served: run `ragtune index`"
             return False
-        if self.engine is not None and self.engine.key() == (want["version"], want["index_state"]):
+        wanted = (want["version"], want["index_state"], want["reranker"])
+        if self.engine is not None and self.engine.key() == wanted:
             return False
         t = time.perf_counter()
         try:

@@ -235,7 +235,7 @@ def calibrate(ws: Workspace, cfg: Any) -> dict[str, Any]:
     off_path = resolve_local_source(cfg.off_topic_questions)
     off = [r["question"] for r in read_jsonl(off_path)] if off_path and off_path.is_file() else []
     k = cfg.k or state["data"].context_k
-    retriever = Retriever(ws, cfg.index_name, state["collection"])
+    retriever = Retriever(ws, cfg.index_name, state["collection"], rerank=state["data"].rerank)  # as served
     try:
         found = retriever.search_many([(q, k, None) for q in [r["question"] for r in rows] + off])
         in_domain = [(support or 0.0, r["doc_id"] in {h["doc_id"] for h in hits})

@@ -46,9 +46,17 @@ def search_collection(client: Any, collection: str, query: str, cfg: IndexConfig
                 collection,
                 prefetch=[models.Prefetch(query=dense, using="dense", limit=depth, filter=flt),
                           models.Prefetch(query=sparse, using="sparse", limit=depth, filter=flt)],
-                query=models.FusionQuery(fusion=models.Fusion.RRF), limit=k, with_payload=True,
+                query=models.FusionQuery(fusion=models.Fusion.RRF), limit=2 * k, with_payload=True,
             )
-    return [{"id": str(p.id), "score": float(p.score), **(p.payload or {})} for p in res.points]
+            # RRF gives mirrored ranks (1st dense + 3rd sparse, 3rd dense + 1st sparse) equal scores, and the
+            # engine orders ties arbitrarily from one call to the next: order them by id, then cut to k, so
+            # the same query always gets the same passages (and an evaluation or an answer is repeatable)
+            return [_hit(p) for p in sorted(res.points, key=lambda p: (-round(p.score, 9), str(p.id)))[:k]]
+    return [_hit(p) for p in res.points]
+
+
+def _hit(p: Any) -> dict[str, Any]:
+    return {"id": str(p.id), "score": float(p.score), **(p.payload or {})}
 
 
 def location(hit: dict[str, Any]) -> str:

@@ -160,3 +160,18 @@ def test_unsupported_filter_is_refused_not_ignored(edge):
     flt = models.Filter(must=[models.FieldCondition(key="chunk_index", range=models.Range(gte=3))])
     with pytest.raises(NotImplementedError, match="not supported"):
         edge.count("docs__v1", count_filter=flt)
+
+
+def test_hybrid_search_orders_rrf_ties_by_id_and_repeats_exactly(edge, monkeypatch):
+    import tasks.sparse
+    from tasks.config import IndexConfig
+    from tasks.search import search_collection
+
+    _build(edge)
+    monkeypatch.setattr(tasks.sparse, "query_vector", lambda *a, **k: ([1, 5, 9], [1.0, 1.0, 1.0]))
+    q = (np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)).tolist()
+    runs = [[(h["score"], h["id"]) for h in search_collection(edge, "docs__v1", "q", IndexConfig(), 8, "hybrid",
+                                                             dense_vector=q)] for _ in range(15)]
+    assert all(r == runs[0] for r in runs) and len(runs[0]) == 8
+    assert runs[0] == sorted(runs[0], key=lambda x: (-x[0], x[1]))  # mirrored RRF ranks tie: ordered by id
+    assert len({s for s, _ in runs[0]}) < 8  # the query does produce ties

@@ -85,6 +85,7 @@ def serving_prompts(ws: Workspace, rows: list[dict[str, Any]], data: SFTDataConf
     prompts = [r["messages"][:-1] for r in rows]
     contexts: list[str | None] = [None] * len(rows)
     ranked: list[list[str]] = [[] for _ in rows]
+    in_prompt: list[list[str]] = [[] for _ in rows]  # doc ids of the passages the prompt holds
     index_version = None
     need = [i for i, r in enumerate(rows) if not r.get("given_messages")]
     if data.rag_context and need:
@@ -93,13 +94,14 @@ def serving_prompts(ws: Workspace, rows: list[dict[str, Any]], data: SFTDataConf
         for i, h in zip(need, hits, strict=True):
             contexts[i] = format_context(h[:data.context_k], data.context_chars)
             ranked[i] = list(dict.fromkeys(x["doc_id"] for x in h))
+            in_prompt[i] = list(dict.fromkeys(x["doc_id"] for x in h[:data.context_k]))
     for i in need:
         prompts[i] = build_messages(rows[i]["question"], "", contexts[i], data.system_prompt)[:-1]
     for i, r in enumerate(rows):
         if r.get("given_messages"):
             contexts[i] = next((m["content"] for m in reversed(prompts[i]) if m["role"] == "user"), None)
-    return {"prompts": prompts, "contexts": contexts, "ranked": ranked, "index_version": index_version,
-            "seconds": time.perf_counter() - t}
+    return {"prompts": prompts, "contexts": contexts, "ranked": ranked, "in_prompt": in_prompt,
+            "index_version": index_version, "seconds": time.perf_counter() - t}
 
 
 def attribute_all(rows: list[dict[str, Any]], answers: list[str], table: Any, inputs: dict[str, Any],
@@ -108,7 +110,7 @@ def attribute_all(rows: list[dict[str, Any]], answers: list[str], table: Any, in
     from tasks.compare.attribution import attribute
 
     em = table.stats["exact_match"][:, 0]
-    return [attribute(a, [r["answer"]], inputs["contexts"][i], bool(em[i]), r.get("doc_id"), inputs["ranked"][i],
+    return [attribute(a, [r["answer"]], inputs["contexts"][i], bool(em[i]), r.get("doc_id"), inputs["in_prompt"][i],
                       recall) for i, (a, r) in enumerate(zip(answers, rows, strict=True))]
 
 

@@ -16,19 +16,19 @@ from tasks.metrics import normalize_answer
 # Kinds, in the order a user would fix them; `None` for a right answer.
 VERBOSE = "verbose"  # the answer contains the reference in a longer text (fix: output format, training data)
 READER = "reader"  # the reference is in the prompt, the answer misses it (fix: training data, model size)
-CHUNK = "retrieval_chunk"  # the right document was retrieved, but the passage in the prompt lacks the answer
-DOCUMENT = "retrieval_document"  # the right document was not retrieved (or is not known): fix retrieval
+CHUNK = "retrieval_chunk"  # the right document's passage is in the prompt, but it lacks the answer: chunking
+DOCUMENT = "retrieval_document"  # the right document is not in the prompt (ranked too low, or unknown): retrieval
 NO_CONTEXT = "closed_book"  # no passages in the prompt and the answer misses the reference (knowledge)
 KINDS = (VERBOSE, READER, CHUNK, DOCUMENT, NO_CONTEXT)
 LABELS = {VERBOSE: "format / verbosity: answer contains the reference in a longer text",
           READER: "reader failure: reference in the prompt's passages, answer misses it",
-          CHUNK: "chunk retrieval miss: right document retrieved, its passage in the prompt lacks the answer",
-          DOCUMENT: "document retrieval miss: the right document is not among the retrieved ones",
+          CHUNK: "chunk miss: a passage of the right document is in the prompt, but not the one with the answer",
+          DOCUMENT: "document miss: no passage of the right document is in the prompt",
           NO_CONTEXT: "closed-book miss: no passages, the model does not know the answer"}
 ADVICE = {VERBOSE: "shorter answers: the output format, the system prompt or training answers",
           READER: "the reader: more or better training data, or a larger model",
           CHUNK: "chunking: chunk size, overlap or the passages' length in the prompt (context_chars, context_k)",
-          DOCUMENT: "retrieval: the embedding model, hybrid weights, a reranker, or the index's content",
+          DOCUMENT: "retrieval: more passages (context_k), the embedding model, a reranker, or the corpus",
           NO_CONTEXT: "retrieval: give the model the passages (closed-book answers cannot know the corpus)"}
 
 
@@ -50,7 +50,7 @@ def present(reference: str, text: str, recall: float = 0.8) -> bool:
 def attribute(answer: str, references: Sequence[str], context: str | None, correct: bool,
               doc_id: str | None = None, retrieved_doc_ids: Sequence[str] = (), recall: float = 0.8) -> str | None:
     """The failure kind of one answer (None when it is right). `context` is the passages' text as the prompt
-    held them (None or empty for closed-book prompts); `retrieved_doc_ids` the documents retrieval returned."""
+    held them (None or empty for closed-book prompts); `retrieved_doc_ids` the documents of those passages."""
     if correct:
         return None
     if any(present(r, answer, recall) for r in references):

@@ -122,6 +122,33 @@ def test_rerun_reuses_the_run_and_the_evaluation(loop, base_model_dir):
     assert registry.history(Workspace(home)) == history  # no alias moved, nothing re-recorded
 
 
+def test_compare_with_a_reranker_adds_the_reranked_cells(loop):
+    from flows.compare import compare_flow
+    from tasks.config import CompareConfig, SFTDataConfig
+    from tasks.rerank_train import RerankerSettings, train_workspace_reranker
+    from tasks.workspace import Workspace
+
+    home, out = loop
+    data = SFTDataConfig.model_validate({**TINY_TRAIN["data"]})
+    rr = train_workspace_reranker(Workspace(home), data, RerankerSettings(epochs=0.3, batch_size=8, max_length=128,
+                                                                        candidates=10))
+    cfg = CompareConfig.model_validate({**TINY_COMPARE, "rerank": {"model": rr["path"], "candidates": 10}})
+    cmp = compare_flow(cfg, home=str(home))
+    assert set(cmp["cells"]) == {f"{m}/{mode}" for m in ("base", "tuned") for mode in ("closed", "rag", "rerank")}
+    assert "rerank" in cmp["effects"] and "reranking adds" in cmp["verdict"]
+    for pair in ("tuned/rerank vs base/closed", "tuned/rerank vs tuned/rag", "base/rerank vs base/rag"):
+        c = cmp["comparisons"][pair]["token_f1"]
+        assert c["ci_low"] <= c["diff"] <= c["ci_high"]
+    assert set(cmp["retrieval"]) == {"rag", "rerank"} and cmp["compare_id"] != out["comparison"]["compare_id"]
+    import json
+
+    examples = [json.loads(x) for x in (Path(cmp["path"]) / "examples.jsonl").read_text(encoding="utf-8").splitlines()]
+    # 10 candidates reranked to 10: the same documents as plain retrieval, in the reranker's order
+    assert all(set(ex["retrieved_rerank"]) == set(ex["retrieved_rag"]) for ex in examples)
+    assert any(ex["retrieved_rerank"] != ex["retrieved_rag"] or ex["context_rerank"] != ex["context_rag"]
+               for ex in examples)
+
+
 def test_learning_rate_zero_candidate_is_never_promoted(loop, base_model_dir):
     from flows.promote import promote_flow
     from flows.train import train_flow

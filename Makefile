@@ -52,8 +52,10 @@ lint: setup
 	$(BIN)/ruff check .
 
 # A local production-like stack in the background: Prefect server + UI, pools, limits, deployments, workers.
+# The server's database is SQLite; `make server DB=postgres` starts a local PostgreSQL for it first.
+DB ?= sqlite
 server: setup
-	$(BIN)/python deployments/stack.py start
+	$(BIN)/python deployments/stack.py start --db $(DB)
 
 server-stop:
 	@test -x $(BIN)/python && $(BIN)/python deployments/stack.py stop || true

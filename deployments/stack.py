@@ -2,10 +2,15 @@
 (and `gpu` when a GPU is present), in the background; `stop` ends exactly the processes `start` began.
 
     python deployments/stack.py start [--port 4200] [--home .ragtune] [--config ragtune.yaml] [--gpu-worker]
+                                      [--db sqlite|postgres]
     python deployments/stack.py stop
     python deployments/stack.py status
 
-State (process ids, logs, the server's PREFECT_HOME and database) lives in `.server/` at the project root.
+State (process ids, logs, the server's PREFECT_HOME and database) lives in `.server/` at the project root. The
+server's database is SQLite in PREFECT_HOME by default; `--db postgres` (`make server DB=postgres`) starts a
+PostgreSQL of its own first (deployments/postgres.py: Debian's binaries, a cluster in `.server/pg`, loopback
+only) and points PREFECT_API_DATABASE_CONNECTION_URL at it; `stop` stops it too, and its data stays for the next
+start, like the SQLite file does.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +45,19 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> int:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT,
                                 start_new_session=True)  # its own process group: stop kills exactly it
     return proc.pid
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _postgres(rec: dict[str, Any]):
+    from deployments.postgres import LocalPostgres
+
+    db = rec.get("db") or {}
+    return LocalPostgres(Path(db["root"]), db["port"]) if db.get("kind") == "postgres" else None
 
 
 def wait_healthy(api_url: str, timeout_s: float = 120.0, pid: int | None = None) -> None:
@@ -73,8 +92,9 @@ def server_env(state: Path, port: int, base: dict[str, str] | None = None) -> di
 
 def start(port: int = 4200, home: str | None = None, config: str | None = None, gpu_worker: bool | None = None,
           state: Path = DEFAULT_STATE, gpu_slots: int | None = None, base_env: dict[str, str] | None = None,
-          ) -> dict[str, Any]:
-    """Start server, bootstrap and workers; returns the state record (also written to `state/stack.json`)."""
+          db: str = "sqlite") -> dict[str, Any]:
+    """Start server (on SQLite, or on a PostgreSQL started first with `db="postgres"`), bootstrap and workers;
+    returns the state record (also written to `state/stack.json`)."""
     from deployments.bootstrap import gpu_count
 
     state.mkdir(parents=True, exist_ok=True)
@@ -84,12 +104,22 @@ def start(port: int = 4200, home: str | None = None, config: str | None = None, 
     env = server_env(state, port, base_env)
     home = str(Path(home or env.get("RAGTUNE_HOME") or PROJECT / ".ragtune").resolve())
     env["RAGTUNE_HOME"] = home
+    if db not in ("sqlite", "postgres"):
+        raise ValueError(f"db must be sqlite or postgres, not {db!r}")
     rec: dict[str, Any] = {"port": port, "api_url": env["PREFECT_API_URL"], "ui_url": f"http://127.0.0.1:{port}",
-                           "home": home, "state": str(state), "workers": {}}
-    rec["server"] = _spawn([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
-                            str(port)], env, state / "server.log")
-    record_path.write_text(json.dumps(rec, indent=2))
+                           "home": home, "state": str(state), "workers": {}, "db": {"kind": db}}
+    db_env = dict(env)  # the database URL (with its password) goes to the server process alone
     try:
+        if db == "postgres":
+            from deployments.postgres import LocalPostgres
+
+            pg = LocalPostgres(state / "pg", free_port())
+            rec["db"].update({"root": str(pg.root), "port": pg.port, "where": pg.describe()})
+            record_path.write_text(json.dumps(rec, indent=2))  # so that stop() finds it if what follows fails
+            db_env["PREFECT_API_DATABASE_CONNECTION_URL"] = pg.start()
+        rec["server"] = _spawn([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+                                str(port)], db_env, state / "server.log")
+        record_path.write_text(json.dumps(rec, indent=2))
         wait_healthy(rec["api_url"], pid=rec["server"])
         args = [sys.executable, str(HERE / "bootstrap.py"), "--json", "--home", home]
         if config:
@@ -117,7 +147,8 @@ def _pids(rec: dict[str, Any]) -> list[int]:
 
 
 def stop(state: Path = DEFAULT_STATE, timeout_s: float = 20.0) -> list[int]:
-    """SIGTERM the process groups `start` began (workers first, then the server), SIGKILL what lingers."""
+    """SIGTERM the process groups `start` began (workers first, then the server), SIGKILL what lingers; then stop
+    the PostgreSQL it started, if any (its data stays)."""
     record_path = state / "stack.json"
     if not record_path.exists():
         return []
@@ -138,6 +169,9 @@ def stop(state: Path = DEFAULT_STATE, timeout_s: float = 20.0) -> list[int]:
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
         stopped.append(pid)
+    pg = _postgres(rec)
+    if pg is not None:
+        pg.stop()
     record_path.unlink(missing_ok=True)
     return stopped
 
@@ -147,7 +181,8 @@ def status(state: Path = DEFAULT_STATE) -> dict[str, Any]:
     if not record_path.exists():
         return {"running": False}
     rec = json.loads(record_path.read_text())
-    return {**rec, "running": all(_alive(p) for p in _pids(rec))}
+    pg = _postgres(rec)
+    return {**rec, "running": all(_alive(p) for p in _pids(rec)) and (pg is None or pg.running())}
 
 
 def main() -> None:
@@ -158,13 +193,16 @@ def main() -> None:
     st.add_argument("--home", help="RAGTUNE_HOME the workers use (default $RAGTUNE_HOME or ./.ragtune)")
     st.add_argument("--config", help="YAML of stage configs used as deployment defaults")
     st.add_argument("--gpu-worker", action="store_true", default=None, help="start a gpu-pool worker without a GPU")
+    st.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite",
+                    help="the server's database: SQLite in .server/ (default) or a local PostgreSQL started for it")
     sub.add_parser("stop", help="stop what start started")
     sub.add_parser("status", help="print the stack's state")
     args = ap.parse_args()
     sys.path.insert(0, str(PROJECT))
     if args.cmd == "start":
-        rec = start(args.port, args.home, args.config, args.gpu_worker)
+        rec = start(args.port, args.home, args.config, args.gpu_worker, db=args.db)
         print(f"Prefect UI:  {rec['ui_url']}")
+        print(f"database:    {rec['db'].get('where') or 'SQLite in ' + str(Path(rec['state']) / 'prefect')}")
         print(f"API:         export PREFECT_API_URL={rec['api_url']}")
         print(f"workers:     {', '.join(rec['workers'])} (logs in {rec['state']})")
         print(f"workspace:   {rec['home']}")

@@ -1,7 +1,8 @@
 """The local production-like stack the integration tests share (one per test session): `prefect server` as a
-subprocess on a free loopback port with a temporary PREFECT_HOME, the bootstrap, and process workers for the cpu
-and gpu pools, over a copy of five sample documents. Everything it started is stopped at the end, also when a
-test fails."""
+subprocess on a free loopback port with a temporary PREFECT_HOME, on a PostgreSQL of its own (Debian's binaries,
+started by deployments/postgres.py; RAGTUNE_TEST_STACK_DB=sqlite runs it on SQLite instead), the bootstrap, and
+process workers for the cpu and gpu pools, over a copy of five sample documents. Everything it started is stopped
+at the end, also when a test fails, and the PostgreSQL cluster is removed."""
 
 from __future__ import annotations
 
@@ -19,8 +20,13 @@ from tests.integration.helpers import DOCS, free_port, qa_file, register_champio
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory, base_model_dir):
+    from deployments import postgres
     from deployments import stack as stack_mod
 
+    db = os.environ.get("RAGTUNE_TEST_STACK_DB", "postgres")
+    if db == "postgres" and not postgres.available():
+        pytest.skip(f"the stack tests run the Prefect server on PostgreSQL. {postgres.INSTALL_HINT} "
+                    "(or RAGTUNE_TEST_STACK_DB=sqlite to run them on SQLite)")
     root = tmp_path_factory.mktemp("stack")
     corpus = root / "corpus"
     for doc in DOCS:
@@ -40,13 +46,17 @@ def stack(tmp_path_factory, base_model_dir):
     state = root / "server"
     t0 = time.monotonic()
     rec = stack_mod.start(port=free_port(), home=str(root / "ws"), config=str(root / "ragtune.yaml"), gpu_worker=True,
-                          state=state, gpu_slots=1, base_env=env)
+                          state=state, gpu_slots=1, base_env=env, db=db)
     rec["startup_s"] = time.monotonic() - t0
     rec["corpus"] = str(corpus)
+    pg = stack_mod._postgres(rec)
     try:
         yield rec
     finally:
         stopped = stack_mod.stop(state, timeout_s=8)  # SIGKILL what has not exited by then
+        if pg is not None:
+            assert not pg.running()  # stop() stopped the PostgreSQL too
+            pg.destroy()
         assert not (state / "stack.json").exists() and len(stopped) == 3  # server + two workers, exactly
 
 

@@ -1,6 +1,6 @@
 """Browser test: headless Chromium (Debian's `chromium`, driven by Playwright for Python; Playwright's own browser
 download is never used) opens the Prefect UI of the local stack, starts the `index` deployment from its page as a
-custom run with a changed chunk size, follows the run to its page and sees it complete. The screenshot of the
+custom run with a changed chunk size, opens the run it created and sees it complete. The screenshot of the
 finished run is kept as a test artifact (test-artifacts/, or $RAGTUNE_TEST_ARTIFACTS)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from tests.integration.helpers import api
+from tests.integration.helpers import api, runs_of, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -75,11 +75,15 @@ def test_index_deployment_custom_run_from_the_ui_completes(stack):
             label = page.locator("label", has=page.get_by_text("Chunk Size (Optional)", exact=True))
             field = label.locator("xpath=ancestor::div[contains(@class,'schema-form-property')][1]//input")
             field.fill("128")
-            page.get_by_role("button", name="Submit", exact=True).click()
-            # the toast that confirms the new run links to it; a DOM click, as the toast animates under the pointer
-            page.get_by_text("View run", exact=True).first.dispatch_event("click")
-            page.wait_for_url("**/runs/flow-run/**")
-            run_id = page.url.rstrip("/").split("/")[-1].split("?")[0]
+            with api(stack) as client:
+                before = {r["id"] for r in runs_of(client, "index")}
+                page.get_by_role("button", name="Submit", exact=True).click()
+                # the run the form created (the toast that links to it can be gone before a loaded machine looks)
+                new = wait_for(lambda: [r for r in runs_of(client, "index") if r["id"] not in before], 120,
+                               "the run the Submit button creates")
+            assert len(new) == 1, new
+            run_id = new[0]["id"]
+            page.goto(f"{stack['ui_url']}/runs/flow-run/{run_id}", wait_until="networkidle")
             badge = page.locator(".page-heading-flow-run__meta .state-badge")
             sync_api.expect(badge).to_have_text(TERMINAL_BADGE, timeout=600_000)
             state = badge.inner_text().strip()

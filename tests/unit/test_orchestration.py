@@ -127,3 +127,55 @@ def test_bootstrap_renders_prefect_yaml_with_config_defaults():
         "incremental": True, "config": {"chunk_size": 96}}
     with pytest.raises(KeyError, match="RAGTUNE_HOME"):
         render_spec(PROJECT_ROOT / "prefect.yaml", {}, {"RAGTUNE_PROJECT_DIR": "/x"})
+
+
+def test_orchestration_load_accounting():
+    """The load benchmark's arithmetic: lost and duplicated events, latency percentiles, the debounce bound and
+    the overlap of slot intervals, and what it calls off target."""
+    from bench.orchestration_load import (
+        debounce_bound,
+        event_accounting,
+        max_overlap,
+        percentile,
+        table,
+        verdict,
+    )
+
+    assert percentile([], 50) is None and percentile([3.0, 1.0, 2.0], 50) == 2.0 and percentile([1, 2, 3, 4], 95) == 4
+    emitted = {"a": 100.0, "b": 100.0, "c": 101.0}
+    runs = [{"parameters": {"event_id": "a"}, "created": "1970-01-01T00:01:42+00:00"},
+            {"parameters": {"event_id": "a"}, "created": "1970-01-01T00:01:43+00:00"},
+            {"parameters": {"event_id": "b"}, "created": "1970-01-01T00:01:41Z"},
+            {"parameters": {"event_id": "stranger"}, "created": "1970-01-01T00:01:41Z"}]
+    acc = event_accounting(emitted, runs)
+    assert (acc["lost"], acc["duplicated"], sorted(acc["latencies"])) == (1, 1, [1.0, 2.0])
+    assert debounce_bound(0.0, 60) == 1 and debounce_bound(125.0, 60) == 3 and debounce_bound(5, 0) > 10**6
+    assert max_overlap([(0, 1), (1, 2), (2, 3)]) == 1  # one ends as the next starts: never two at once
+    assert max_overlap([(0, 2), (1, 3), (1.5, 1.6)]) == 3 and max_overlap([]) == 0
+    good = {"database": "postgres", "runs_requested": 5, "runs_scheduled": 5, "failed_after_retries": 0,
+            "events_lost": 0, "events_duplicated": 0, "debounce_respected": True, "max_concurrent": 1,
+            "concurrency_limit": 1}
+    assert verdict(good) == []
+    bad = {**good, "failed_after_retries": 2, "events_lost": 3, "max_concurrent": 2, "debounce_respected": False}
+    assert len(verdict(bad)) == 4 and "2 runs of a deployment limited to 1" in verdict(bad)[-1]
+    md = table([good, {"database": "postgres", "skipped": "PostgreSQL is not installed"}])
+    assert md.count("\n") == 3 and "skipped: PostgreSQL is not installed" in md
+
+
+def test_stack_database_choice_and_postgres_discovery(tmp_path, monkeypatch):
+    """SQLite stays the default of `make server`; an unknown database is refused before anything starts; a
+    PostgreSQL folder without its binaries is not taken for one, and without any the error says what to install."""
+    from deployments import postgres, stack
+
+    with pytest.raises(ValueError, match="sqlite or postgres"):
+        stack.start(port=1, home=str(tmp_path / "ws"), state=tmp_path / "state", db="mysql", gpu_worker=False)
+    assert not (tmp_path / "state" / "stack.json").exists()
+    import inspect
+
+    assert inspect.signature(stack.start).parameters["db"].default == "sqlite"
+    monkeypatch.setenv("RAGTUNE_PG_BINDIR", str(tmp_path))  # an empty folder: skipped
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(postgres.glob, "glob", lambda pattern: [])
+    assert postgres.bindir() is None and not postgres.available()
+    with pytest.raises(RuntimeError, match="apt-get install postgresql"):
+        postgres.LocalPostgres(tmp_path / "pg", 5432)

@@ -39,7 +39,14 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/ragtune demo
 
-test: setup
+# Ray is large (about 250 MB) and optional, so `make demo` leaves it out; the tests run the Ray task runner on a
+# real local cluster. Best effort: where Ray has no wheel (a new Python, another platform) those tests skip.
+$(VENV)/.ray: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,ray]' \
+		|| echo "no Ray wheel for this platform: the Ray tests will skip"
+	@touch $@
+
+test: setup $(VENV)/.ray
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

@@ -7,11 +7,16 @@ checkpoints are off while timing (they are not training). Both paths use the sam
 setting (`--gradient-checkpointing`, default off for the comparison; ragtune turns it on for memory).
 
     python bench/train_throughput.py [--steps 8] [--reps 2] [--batch-size 8] [--quantization auto|4bit|none]
+        [--precision auto|bf16|fp32] [--base-model NAME_OR_PATH] [--home DIR] [--skip-hand-loop] [--json]
+
+On CUDA each timed step ends with a device synchronisation, and the peak GPU memory is measured per path (the
+allocator's peak is reset after the previous path's objects are collected).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -27,6 +32,26 @@ def padding_fraction(batches: list[list[int]]) -> float:
     return pads / sum(max(b) * len(b) for b in batches)
 
 
+def reset_cuda_peak(device: str) -> None:
+    """Free what earlier runs left (trainers hold reference cycles) and restart the peak-memory counter."""
+    gc.collect()
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def cuda_peak_gib(device: str) -> float | None:
+    if device != "cuda":
+        return None
+    import torch
+
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=8)
@@ -35,8 +60,15 @@ def main() -> None:
     ap.add_argument("--quantization", choices=["auto", "4bit", "none"], default="auto")
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    ap.add_argument("--base-model", default=None, help="a hub id, local folder or packaged:NAME (default: the "
+                    "project's default base model)")
+    ap.add_argument("--home", default=None, help="workspace to reuse (the converted base model and the SFT dataset "
+                    "are kept there between runs); default: a temporary one")
+    ap.add_argument("--skip-hand-loop", action="store_true", help="time the ragtune path only (no ratio)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.steps < 2 or args.reps < 1 or args.batch_size < 1:
+        ap.error("--steps must be >= 2 (the first step is not timed), --reps and --batch-size >= 1")
 
     import torch
     from datasets import Dataset
@@ -64,23 +96,35 @@ def main() -> None:
     quantized = args.quantization == "4bit" or (args.quantization == "auto" and bitsandbytes_available())
     cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, gradient_checkpointing=args.gradient_checkpointing,
                       data=SFTDataConfig(rag_context=False))
-    out: dict = {"device": device, "quantized": quantized, "compute_dtype": str(dtype).removeprefix("torch."), "batch_size": args.batch_size, "steps": args.steps}
+    base_name = args.base_model or PACKAGED_LLM
+    out: dict = {"device": device, "quantized": quantized, "compute_dtype": str(dtype).removeprefix("torch."),
+                 "batch_size": args.batch_size, "steps": args.steps, "base_model": base_name,
+                 "gradient_checkpointing": args.gradient_checkpointing}
+
+    def sync() -> None:
+        if device == "cuda":  # kernels run asynchronously: a step has ended when the device has finished it
+            torch.cuda.synchronize()
 
     class StepTimer(TrainerCallback):
         def __init__(self):
             self.times: list[float] = []
 
         def on_step_begin(self, a, state, control, **kw):
+            sync()
             self.t0 = time.perf_counter()
 
         def on_step_end(self, a, state, control, **kw):
+            sync()
             self.times.append(time.perf_counter() - self.t0)
 
     with tempfile.TemporaryDirectory(prefix="ragtune-bench-train-") as tmp:
-        ws = Workspace(Path(tmp)).ensure()
-        base = resolve_base_model(ws, PACKAGED_LLM)
+        ws = Workspace(Path(args.home) if args.home else Path(tmp)).ensure()
+        t_setup = time.perf_counter()
+        base = resolve_base_model(ws, base_name)
         tok = load_tokenizer(base)
-        sft = build_sft_dataset(ws, cfg.data, tok, PACKAGED_LLM, "bench")
+        sft = build_sft_dataset(ws, cfg.data, tok, base_name, "bench")
+        out["base_model_path"] = base
+        out["setup_s"] = round(time.perf_counter() - t_setup, 2)
         train_rows = [to_prompt_completion(r) for r in load_split(sft.path, "train")]
 
         def make_trainer(timer=None):
@@ -117,6 +161,8 @@ def main() -> None:
         out["padding_fraction_random_order"] = padding_fraction(rand_batches)
         del probe
         step_tokens = [int(b["attention_mask"].sum()) for b in batches]
+        out["tokens_per_step"] = statistics.mean(step_tokens)
+        out["train_examples"] = len(train_rows)
 
         def hand_loop() -> float:
             model = load_base_model(base, device, quantized, dtype)
@@ -152,24 +198,34 @@ def main() -> None:
             make_trainer(timer).train()
             return sum(step_tokens[1:]) / sum(timer.times[1:len(step_tokens)])
 
-        hand, ours = [], []
+        hand, ours, peak_hand, peak_ours = [], [], [], []
         for _ in range(args.reps):  # alternate, so drift on a noisy machine hits both
-            hand.append(hand_loop())
+            if not args.skip_hand_loop:
+                reset_cuda_peak(device)
+                hand.append(hand_loop())
+                peak_hand.append(cuda_peak_gib(device))
+            reset_cuda_peak(device)
             ours.append(ragtune_path())
-        out.update(hand_tokens_per_s=statistics.median(hand), ragtune_tokens_per_s=statistics.median(ours),
-                   runs={"hand": hand, "ragtune": ours})
-        out["ratio"] = out["ragtune_tokens_per_s"] / out["hand_tokens_per_s"]
-        if device == "cuda":
-            out["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            peak_ours.append(cuda_peak_gib(device))
+        out.update(hand_tokens_per_s=statistics.median(hand) if hand else None,
+                   ragtune_tokens_per_s=statistics.median(ours), runs={"hand": hand, "ragtune": ours})
+        out["ratio"] = out["ragtune_tokens_per_s"] / out["hand_tokens_per_s"] if hand else None
+        if device == "cuda":  # the ragtune path's peak (model, adapter, optimizer state, activations), per path
+            out["peak_gpu_memory_gib"] = max(peak_ours)
+            out["peak_gpu_memory_gib_hand"] = max(peak_hand) if peak_hand else None
 
     if args.json:
         print(json.dumps(out))
         return
     print(f"{device}, {out['compute_dtype']}, {'4-bit NF4' if quantized else 'no quantisation'}, batch {args.batch_size}, {args.steps} steps x "
           f"{args.reps} alternating runs")
-    print(f"hand-written PEFT loop  {out['hand_tokens_per_s']:8.1f} tokens/s  {[round(x, 1) for x in hand]}")
+    if hand:
+        print(f"hand-written PEFT loop  {out['hand_tokens_per_s']:8.1f} tokens/s  {[round(x, 1) for x in hand]}")
     print(f"ragtune (SFTTrainer)    {out['ragtune_tokens_per_s']:8.1f} tokens/s  {[round(x, 1) for x in ours]}")
-    print(f"ratio {out['ratio']:.3f} (target >= 0.90) {'PASS' if out['ratio'] >= 0.9 else 'MISS'}")
+    if hand:
+        print(f"ratio {out['ratio']:.3f} (target >= 0.90) {'PASS' if out['ratio'] >= 0.9 else 'MISS'}")
+    if device == "cuda":
+        print(f"peak GPU memory (ragtune path) {out['peak_gpu_memory_gib']:.2f} GiB")
     print(f"padding per batch over an epoch: {out['padding_fraction']:.4f} with length grouping (target <= 0.10 "
           f"{'PASS' if out['padding_fraction'] <= 0.10 else 'MISS'}), {out['padding_fraction_random_order']:.4f} "
           "in random order")

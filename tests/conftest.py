@@ -23,6 +23,20 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = PROJECT_ROOT / "data" / "sample"
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `gpu` need a CUDA device: skipped, with the reason, where torch sees none."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """A real Prefect API (temporary database) shared by every flow test in the session."""

@@ -53,7 +53,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _postgres(rec: dict[str, Any]):
+def postgres_of(rec: dict[str, Any]):
+    """The PostgreSQL a stack record says its server runs on (None on SQLite)."""
     from deployments.postgres import LocalPostgres
 
     db = rec.get("db") or {}
@@ -169,7 +170,7 @@ def stop(state: Path = DEFAULT_STATE, timeout_s: float = 20.0) -> list[int]:
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
         stopped.append(pid)
-    pg = _postgres(rec)
+    pg = postgres_of(rec)
     if pg is not None:
         pg.stop()
     record_path.unlink(missing_ok=True)
@@ -181,7 +182,7 @@ def status(state: Path = DEFAULT_STATE) -> dict[str, Any]:
     if not record_path.exists():
         return {"running": False}
     rec = json.loads(record_path.read_text())
-    pg = _postgres(rec)
+    pg = postgres_of(rec)
     return {**rec, "running": all(_alive(p) for p in _pids(rec)) and (pg is None or pg.running())}
 
 

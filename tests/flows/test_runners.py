@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from deployments.stack import free_port
 from tasks.config import CollectConfig, IndexConfig, IngestConfig, SweepConfig
 from tests.conftest import PROJECT_ROOT, SAMPLE
 
@@ -33,12 +33,6 @@ NO_RAY = "Ray is not installed: pip install 'ragtune[ray]' (make test installs i
 
 
 # --- clusters as subprocesses ------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _worker_env(**extra: str) -> dict[str, str]:
     """The workers import the project from its root, offline; the runner settings are the driver's alone."""
@@ -92,7 +86,7 @@ def dask_cluster(workers: int = 2) -> Iterator[str]:
     from distributed import Client
 
     tmp = Path(tempfile.mkdtemp(prefix="ragtune-dask-"))
-    address, env, log = f"tcp://127.0.0.1:{_free_port()}", _worker_env(), tmp / "cluster.log"
+    address, env, log = f"tcp://127.0.0.1:{free_port()}", _worker_env(), tmp / "cluster.log"
     procs = [_start([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
                      "--no-dashboard", "--no-jupyter"], log, env)]
     try:
@@ -121,13 +115,13 @@ def ray_cluster(monkeypatch: pytest.MonkeyPatch, cpus: int = 2) -> Iterator[str]
     # on Windows and macOS: this setting says "laptop" to the cluster (environment) and to the driver (here)
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
     tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
-    port, log = _free_port(), tmp / "start.log"
+    port, log = free_port(), tmp / "start.log"
     env = _worker_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
     head = _start([str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
                    "--port", str(port), "--num-cpus", str(cpus), "--include-dashboard", "false",
                    "--disable-usage-stats", "--temp-dir", str(tmp), "--object-store-memory", str(256 * 2**20),
-                   "--ray-client-server-port", str(_free_port()),
-                   "--dashboard-agent-listen-port", str(_free_port())], log, env)
+                   "--ray-client-server-port", str(free_port()),
+                   "--dashboard-agent-listen-port", str(free_port())], log, env)
     try:
         deadline = time.monotonic() + 120
         while "Ray runtime started" not in _tail(log):

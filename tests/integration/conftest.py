@@ -49,7 +49,7 @@ def stack(tmp_path_factory, base_model_dir):
                           state=state, gpu_slots=1, base_env=env, db=db)
     rec["startup_s"] = time.monotonic() - t0
     rec["corpus"] = str(corpus)
-    pg = stack_mod._postgres(rec)
+    pg = stack_mod.postgres_of(rec)
     try:
         yield rec
     finally:

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from deployments.stack import free_port
 from tests.conftest import SAMPLE
 
 DOCS = ["handbook/leave-policy.md", "handbook/remote-work.md", "handbook/travel-policy.md", "handbook/welcome.md",
         "product/relay-agent.md"]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def qa_file(path: Path) -> Path:

@@ -67,9 +67,9 @@ def test_bootstrap_is_idempotent_and_schedules_have_upcoming_runs(stack):
             assert upcoming and all(r["expected_start_time"] > r["created"] for r in upcoming)
         automations = client.post("/automations/filter", json={}).json()
         assert len(automations) == sum(len(d.get("triggers") or []) for d in spec)  # not duplicated by the bootstrap
-    from deployments.stack import _postgres
+    from deployments.stack import postgres_of
 
-    pg = _postgres(stack)
+    pg = postgres_of(stack)
     if pg is not None:  # the server keeps its state in the PostgreSQL the stack started, and in no SQLite file
         assert pg.count("deployment") == len(spec) and pg.count("automation") == len(automations)
         assert not list(Path(stack["state"]).rglob("*.db"))

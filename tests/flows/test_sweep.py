@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
 def test_sweep_ranks_the_grid_and_applies_the_best(tmp_path):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     from flows.ingest import ingest_flow
     from flows.sweep import sweep_flow
@@ -29,7 +29,8 @@ def test_sweep_ranks_the_grid_and_applies_the_best(tmp_path):
     queries.write_text("".join(line + "\n" for line in (SAMPLE / "qa.jsonl").read_text().splitlines()[:30]))
     cfg = SweepConfig(chunk_sizes=[64, 192], chunk_overlaps=[16, 256], modes=["dense", "sparse", "hybrid"],
                       queries=str(queries), max_parallel=2)
-    out = sweep_flow(cfg, home=str(home), apply=True)
+    state = sweep_flow(cfg, home=str(home), apply=True, return_state=True)
+    out = state.result()
 
     rows = out["rows"]
     assert len(rows) == 2 * 3  # overlap 256 is not below either size: left out of the grid
@@ -55,8 +56,9 @@ def test_sweep_ranks_the_grid_and_applies_the_best(tmp_path):
     assert not any(p.name.startswith("sweep-") for p in (home / "runs").iterdir())  # scratch engines removed
 
     with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["sweep-ranking", "sweep-best"])))
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(  # this run's (other tests sweep too)
+            key=ArtifactFilterKey(any_=["sweep-ranking", "sweep-best"]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
     assert {a.key for a in arts} == {"sweep-ranking", "sweep-best"}
     best_md = next(str(a.data) for a in arts if a.key == "sweep-best")
     assert out["dataset_version"] in best_md and f"chunk {best['chunk_size']} / overlap" in best_md

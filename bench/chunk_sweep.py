@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def write_slice(data: Path, out: Path, distractors: int, seed: int = 0) -> tuple[Path, int]:
     """corpus.jsonl with the judged documents and `distractors` others; returns its path and size."""
-    from tasks.retrieval_eval import load_qrels
+    from tasks.index.retrieval_eval import load_qrels
 
     judged = {d for rel in load_qrels(data / "qrels" / "test.tsv").values() for d in rel}
     lines = (data / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
@@ -38,9 +38,9 @@ def main() -> None:
     ap.add_argument("--settings", default="96/16,128/16,192/32,256/32", help="size/overlap pairs in tokens")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    from tasks.config import IndexConfig
-    from tasks.qdrant import open_local
-    from tasks.retrieval_eval import evaluate_retrieval
+    from tasks.index.config import IndexConfig
+    from tasks.index.qdrant import open_local
+    from tasks.index.retrieval_eval import evaluate_retrieval
 
     data = Path(args.data)
     rows = []

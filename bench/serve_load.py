@@ -120,11 +120,11 @@ def batch_sizes(url: str) -> dict:
 def model_ceiling(home: Path, questions: list[str], max_new_tokens: int) -> dict:
     """The same engine in this process, no HTTP: 16 server prompts (retrieved context included) generated in one
     batch against one by one: what batching alone buys on this machine for prompts of this length."""
-    from tasks.generate import generate_shrinking
-    from tasks.serving.config import ServeConfig
-    from tasks.serving.engine import Engine, desired_state
-    from tasks.sft import build_messages, format_context
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.serve.config import ServeConfig
+    from tasks.serve.engine import Engine, desired_state
+    from tasks.train.generate import generate_shrinking
+    from tasks.train.prompt import build_messages, format_context
 
     ws = Workspace(home)
     cfg = ServeConfig(max_new_tokens=max_new_tokens)
@@ -172,9 +172,9 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     home = Path(args.home).resolve()
-    from tasks.ask import serving_model
-    from tasks.model import resolve_base_model
-    from tasks.workspace import Workspace, read_jsonl
+    from tasks.core.workspace import Workspace, read_jsonl
+    from tasks.serve.ask import serving_model
+    from tasks.train.model import resolve_base_model
 
     model = serving_model(Workspace(home))
     base = resolve_base_model(Workspace(home), model["base_model"])

@@ -75,10 +75,11 @@ def main() -> None:
     from peft import get_peft_model
     from transformers import TrainerCallback, get_cosine_schedule_with_warmup, set_seed
 
-    from tasks.config import SFTDataConfig, TrainConfig
-    from tasks.model import PACKAGED_LLM, load_tokenizer, resolve_base_model
-    from tasks.sft import build_sft_dataset, load_split
-    from tasks.train import (
+    from tasks.core.workspace import Workspace
+    from tasks.train.config import SFTDataConfig, TrainConfig
+    from tasks.train.model import PACKAGED_LLM, load_tokenizer, resolve_base_model
+    from tasks.train.sft import build_sft_dataset, load_split
+    from tasks.train.train import (
         bitsandbytes_available,
         build_lora_config,
         build_sft_args,
@@ -88,7 +89,6 @@ def main() -> None:
         sft_trainer_class,
         to_prompt_completion,
     )
-    from tasks.workspace import Workspace
 
     device = choose_device()
     dtype = compute_dtype(device, args.precision)

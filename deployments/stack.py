@@ -34,7 +34,7 @@ DEFAULT_STATE = PROJECT / ".server"
 
 
 def _alive(pid: int) -> bool:
-    from tasks.workspace import pid_alive
+    from tasks.core.workspace import pid_alive
 
     return pid_alive(pid)
 

@@ -9,28 +9,50 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
-from tasks.clean import clean_records_task
-from tasks.collect import collect_sources_task, commit_source_states, scan_sources_task
-from tasks.config import IngestConfig
-from tasks.publish import (
+from flows.artifacts import progress_reporter, publish_ingest_artifacts
+from flows.runners import flow_task_runner
+from tasks.core.config import with_workspace
+from tasks.core.provenance import code_digest
+from tasks.core.records import read_fates, read_records
+from tasks.core.workspace import (
+    PROJECT_ROOT,
+    Workspace,
+    atomic_write_json,
+    new_run_id,
+    read_json,
+    write_jsonl,
+)
+from tasks.ingest.clean import CleanResult, clean_records
+from tasks.ingest.collect import (
+    CollectResult,
+    collect_sources,
+    commit_source_states,
+    resolve_sources,
+    scan_sources,
+)
+from tasks.ingest.config import CleanConfig, CollectConfig, IngestConfig, ValidateConfig
+from tasks.ingest.publish import (
+    PublishResult,
     build_stats,
     count_fates,
     find_published,
     manifest_lines,
-    publish_dataset_task,
+    publish_dataset,
     reuse_published,
 )
-from tasks.records import read_fates, read_records
-from tasks.report import publish_ingest_artifacts
-from tasks.runners import flow_task_runner
-from tasks.validate import QuarantineLimitExceeded, check_quarantine_policy, validate_records_task
-from tasks.workspace import Workspace, new_run_id, read_json, write_jsonl
+from tasks.ingest.validate import (
+    QuarantineLimitExceeded,
+    ValidateResult,
+    check_quarantine_policy,
+    validate_records,
+)
 
-# the modules whose code decides what a dataset version holds: a change to a reader or a rule re-runs ingest
-DATA_MODULES = ("collect", "readers", "filters", "content", "clean", "dedup", "pii", "validate", "publish",
-                "records", "formats/__init__", "formats/text", "formats/office", "formats/mail")
+# the code that decides what a dataset version holds: the whole ingest stage and the record shapes, so a change to
+# a reader, a rule or a format re-runs ingest instead of reusing a dataset built by the old code
+DATA_CODE = (PROJECT_ROOT / "tasks" / "ingest", PROJECT_ROOT / "tasks" / "core" / "records.py")
 
 
 @lru_cache(maxsize=1)
@@ -40,12 +62,38 @@ def _code_version() -> str:
         version = metadata.version("ragtune")
     except metadata.PackageNotFoundError:
         version = "dev"
-    h = hashlib.sha256(version.encode())
-    tasks_dir = Path(__file__).resolve().parent.parent / "tasks"
-    for name in DATA_MODULES:
-        path = tasks_dir / f"{name}.py"
-        h.update(path.read_bytes() if path.exists() else b"")
-    return f"{version}+{h.hexdigest()[:12]}"
+    return f"{version}+{code_digest(*DATA_CODE)}"
+
+
+@task(name="scan_sources", cache_policy=NO_CACHE)
+def scan_sources_task(config: CollectConfig) -> str | None:
+    """Fingerprint of the local sources' stat data and the config (None when a source is remote)."""
+    return scan_sources(resolve_sources(config.sources), config)[1]
+
+
+@task(name="collect_sources", cache_policy=NO_CACHE)
+def collect_sources_task(config: CollectConfig, home: str, out_dir: str) -> CollectResult:
+    return collect_sources(config, Workspace(Path(home)), Path(out_dir), progress_reporter("collect: files read"))
+
+
+@task(name="clean_records", cache_policy=NO_CACHE)
+def clean_records_task(in_path: str, config: CleanConfig, out_dir: str) -> CleanResult:
+    return clean_records(Path(in_path), config, Path(out_dir), progress_reporter("clean: documents cleaned"))
+
+
+@task(name="validate_records", cache_policy=NO_CACHE)
+def validate_records_task(in_path: str, config: ValidateConfig, home: str, run_id: str, out_dir: str,
+                          check_pii: bool, earlier_fates: list[str]) -> ValidateResult:
+    return validate_records(Path(in_path), config, Workspace(Path(home)), run_id, Path(out_dir), check_pii,
+                            [Path(p) for p in earlier_fates])
+
+
+@task(name="publish_dataset", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def publish_dataset_task(home: str, dataset: str, run_id: str, records_path: str, fate_paths: list[str],
+                         extra_stats: dict[str, Any], meta: dict[str, Any], fingerprint: str | None) -> PublishResult:
+    """Idempotent (content-addressed, rename-last), so a retry after an I/O error is safe."""
+    return publish_dataset(Workspace(Path(home)), dataset, run_id, Path(records_path), [Path(p) for p in fate_paths],
+                           extra_stats, meta, fingerprint)
 
 
 def run_fingerprint(config: IngestConfig, sources_fingerprint: str | None) -> str | None:
@@ -78,6 +126,7 @@ def ingest_flow(config: IngestConfig = IngestConfig(), home: str | None = None) 
     """Publish a content-addressed dataset version; every input unit gets exactly one recorded fate."""
     logger = get_run_logger()
     ws = Workspace.from_env(home).ensure()
+    config = with_workspace(ws, "ingest", config)
     with ws.lock("ingest"):
         _prune_stale(ws, config.dataset)
         run_id = new_run_id()
@@ -143,8 +192,19 @@ def _record_rejected_run(ws: Workspace, run_id: str, records_path: str, fate_pat
     qdir = ws.quarantine / run_id
     write_jsonl(qdir / "manifest.jsonl", lines)
     stats = build_stats(records, lines, {**extra, "rejected": reason, "quarantine_dir": str(qdir)})
-    from tasks.workspace import atomic_write_json
-
     atomic_write_json(qdir / "stats.json", stats)
     publish_ingest_artifacts(_summary(run_id, None, stats["counts"], stats, manifest=str(qdir / "manifest.jsonl"),
                                       rejected=reason))
+
+
+def ingest_output(summary: dict[str, Any]) -> dict[str, Any]:
+    """What `ragtune ingest` reports of a run: the version, counts, changes, reasons, paths and warnings."""
+    return {
+        "dataset_version": summary["dataset_version"], "counts": summary["counts"],
+        "manifest": summary.get("manifest"), "quarantine_dir": summary.get("quarantine_dir"),
+        "data_docs": summary.get("data_docs"), "changes": summary.get("changes", {}).get("counts", {}),
+        "reused": summary.get("reused", False), "run_id": summary.get("run_id"),
+        "dataset_dir": summary.get("dataset_dir"), "top_reasons": summary.get("top_reasons", []),
+        "pii_redactions": summary.get("pii_redactions", {}), "profiles": summary.get("profiles", {}),
+        "warnings": summary.get("warnings", []),
+    }

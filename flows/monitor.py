@@ -10,31 +10,30 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.serving.config import MonitorConfig
-from tasks.workspace import Workspace
+from flows.events import emit
+from tasks.core.config import with_workspace
+from tasks.core.workspace import Workspace
+from tasks.serve.config import MonitorConfig
+from tasks.serve.monitor import EVENT, table_rows
+from tasks.serve.monitor import compute_window as compute
+from tasks.serve.requestlog import FEEDBACK, REQUESTS, rotate
 
 
 @task(name="rotate_logs", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
 def rotate_logs(home: str) -> dict[str, str | None]:
     """Publish closed request and feedback segments (idempotent: a rerun publishes the same versions)."""
-    from tasks.serving.requestlog import FEEDBACK, REQUESTS, rotate
-
     ws = Workspace(Path(home))
     return {kind: (res or {}).get("version") for kind in (REQUESTS, FEEDBACK) for res in [rotate(ws, kind)]}
 
 
 @task(name="compute_window", cache_policy=NO_CACHE)
 def compute_window(home: str, config: MonitorConfig, end: datetime) -> dict[str, Any]:
-    from tasks.serving.monitor import compute_window as compute
-
     return compute(Workspace(Path(home)), config, end)
 
 
 @task(name="publish_monitor_artifacts", cache_policy=NO_CACHE)
 def publish_monitor_artifacts(result: dict[str, Any], config: MonitorConfig) -> None:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    from tasks.serving.monitor import table_rows
 
     create_markdown_artifact(markdown=result["markdown"], key="ragtune-monitor",
                              description="Monitoring window: figures, broken rules, support drift")
@@ -44,9 +43,6 @@ def publish_monitor_artifacts(result: dict[str, Any], config: MonitorConfig) -> 
 
 @task(name="emit_quality_degraded", cache_policy=NO_CACHE)
 def emit_quality_degraded(home: str, result: dict[str, Any]) -> bool:
-    from tasks.events import emit
-    from tasks.serving.monitor import EVENT
-
     return emit(EVENT, serving_resource(Path(home)), {
         "reasons": result["reasons"], "figures": result["figures"], "window_start": result["window_start"],
         "window_end": result["window_end"], "report": result["report"]})
@@ -64,6 +60,7 @@ def monitor_flow(config: MonitorConfig = MonitorConfig(), home: str | None = Non
     """{degraded, reasons, figures, event (whether the event was emitted), report (the window's JSON)}."""
     logger = get_run_logger()
     ws = Workspace.from_env(home).ensure()
+    config = with_workspace(ws, "monitor", config)
     rotated = rotate_logs(str(ws.root))
     result = compute_window(str(ws.root), config, datetime.now(UTC))
     publish_monitor_artifacts(result, config)

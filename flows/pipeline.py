@@ -7,17 +7,21 @@ import hashlib
 from typing import Any
 
 from prefect import flow
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from flows.index import index_flow
 from flows.ingest import ingest_flow
 from flows.promote import promote_flow
+from flows.runners import flow_task_runner
 from flows.train import train_flow
-from tasks.config import EvalConfig, IndexConfig, IngestConfig, TrainConfig
-from tasks.runners import flow_task_runner
+from tasks.core.config import StageConfig, resolve_local_source
+from tasks.evaluate.config import EvalConfig
+from tasks.index.config import IndexConfig
+from tasks.ingest.config import IngestConfig
+from tasks.train.config import TrainConfig
 
 
-class PipelineConfig(BaseModel):
+class PipelineConfig(StageConfig):
     """Parameters of the end-to-end pipeline; each stage keeps its own typed config."""
 
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Collect, clean, validate, publish.")
@@ -29,8 +33,6 @@ class PipelineConfig(BaseModel):
 def keyed_run_id(prefix: str, index_version: str, cfg: TrainConfig) -> str:
     """A training run id determined by the index version, the training config and the Q/A files' contents: the
     same inputs name the same (finished) run, so an unchanged pipeline trains nothing again."""
-    from tasks.config import resolve_local_source
-
     h = hashlib.sha256(f"{index_version}:{cfg.model_copy(update={'run_id': None}).fingerprint()}".encode())
     for p in cfg.data.qa_paths:
         path = resolve_local_source(p)

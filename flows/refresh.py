@@ -6,15 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from flows.index import index_flow
 from flows.ingest import ingest_flow
-from tasks.config import IndexConfig, IngestConfig
-from tasks.runners import flow_task_runner
+from flows.runners import flow_task_runner
+from tasks.core.config import StageConfig
+from tasks.index.config import IndexConfig
+from tasks.ingest.config import IngestConfig
 
 
-class RefreshConfig(BaseModel):
+class RefreshConfig(StageConfig):
     """The two stages a refresh runs, each with its own typed config."""
 
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Collect, clean, validate, publish.")

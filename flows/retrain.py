@@ -4,28 +4,27 @@ which starts the evaluate-and-gate deployment."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.artifacts import publish_policy_artifact
 from flows.train import train_flow
-from tasks.config import RetrainPolicy, TrainConfig
-from tasks.workspace import Workspace
+from tasks.core.config import with_workspace
+from tasks.core.workspace import Workspace
+from tasks.serve.monitor import merge_quality_reasons
+from tasks.train.config import RetrainPolicy, TrainConfig
+from tasks.train.policy import decide, record
 
 
 @task(name="decide_retraining", cache_policy=NO_CACHE)
 def decide_retraining(home: str, policy: RetrainPolicy, config: TrainConfig, trigger: dict[str, Any],
                       quality_event: dict[str, Any] | None = None) -> dict[str, Any]:
-    from pathlib import Path
-
-    from tasks.policy import decide, record
-
     ws = Workspace(Path(home))
     decision = decide(ws, policy, config.data)
     if quality_event is not None:  # the monitor saw the served model degrade: retrain whatever the data did
-        from tasks.serving.monitor import merge_quality_reasons
-
         decision = merge_quality_reasons(decision, quality_event)
     return record(ws, decision, trigger)
 
@@ -37,10 +36,9 @@ def retrain_flow(policy: RetrainPolicy = RetrainPolicy(), config: TrainConfig = 
                  quality_event: dict[str, Any] | None = None) -> dict[str, Any]:
     """`index_event` is the `ragtune.index.updated` payload that triggered the run, `quality_event` the
     `ragtune.quality.degraded` one (its reasons come first in the decision); either is recorded with it."""
-    from tasks.report import publish_policy_artifact
-
     logger = get_run_logger()
     ws = Workspace.from_env(home).ensure()
+    policy, config = with_workspace(ws, "policy", policy), with_workspace(ws, "train", config)
     trigger = {"event": "ragtune.quality.degraded", **quality_event} if quality_event is not None else index_event
     decision = decide_retraining(str(ws.root), policy, config, trigger or {}, quality_event)
     logger.info("retraining policy: %s — %s", "retrain" if decision["retrain"] else "no retraining",

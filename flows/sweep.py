@@ -12,16 +12,18 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.config import SweepConfig
-from tasks.runners import flow_task_runner
-from tasks.workspace import Workspace, atomic_write_json, new_run_id, utc_now
+from flows.artifacts import publish_sweep_artifacts
+from flows.runners import flow_task_runner
+from tasks.core.config import with_workspace
+from tasks.core.workspace import Workspace, atomic_write_json, new_run_id, utc_now
+from tasks.index.config import SweepConfig
+from tasks.index.sweep import apply_best, embed_queries, grid, rank, score_setting
+from tasks.ingest.publish import latest_version
 
 
 @task(name="score_setting", cache_policy=NO_CACHE)
 def score_setting_task(home: str, config: SweepConfig, dataset_version: str, size: int, overlap: int,
                        scratch: str, query_vectors: str) -> list[dict[str, Any]]:
-    from tasks.sweep import score_setting
-
     return score_setting(Workspace(Path(home)), config, dataset_version, size, overlap, Path(scratch),
                          Path(query_vectors))
 
@@ -31,11 +33,9 @@ def score_setting_task(home: str, config: SweepConfig, dataset_version: str, siz
 def sweep_flow(config: SweepConfig = SweepConfig(), home: str | None = None,  # noqa: B008
                apply: bool = False) -> dict[str, Any]:
     """Returns {sweep_id, dataset_version, rows (ranked), best, applied}; the table is also an artifact."""
-    from tasks.publish import latest_version
-    from tasks.sweep import apply_best, embed_queries, grid, rank
-
     logger = get_run_logger()
     ws = Workspace.from_env(home).ensure()
+    config = with_workspace(ws, "sweep", config)
     dataset_version = config.index.dataset_version or latest_version(ws, config.index.dataset)
     if not dataset_version:
         raise FileNotFoundError(f"no {config.index.dataset} dataset in {ws.root}: run `ragtune ingest` first")
@@ -65,7 +65,6 @@ def sweep_flow(config: SweepConfig = SweepConfig(), home: str | None = None,  # 
     atomic_write_json(ws.reports / "sweeps" / f"{sweep_id}.json", out)
     logger.info("sweep %s: best %s/%s %s %s %.4f%s", sweep_id, best["chunk_size"], best["chunk_overlap"], best["mode"],
                 config.metric, best[config.metric], f"; applied to {out['applied']}" if apply else "")
-    from tasks.report import publish_sweep_artifacts
 
     publish_sweep_artifacts(out)
     return out

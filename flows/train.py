@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
 
-from tasks.config import TrainConfig
-from tasks.workspace import Workspace
+from flows.artifacts import publish_train_artifacts, training_reporter
+from flows.events import emit
+from tasks.core.config import with_workspace
+from tasks.core.workspace import Workspace, WorkspaceBusyError
+from tasks.train.config import TrainConfig
+from tasks.train.train import TrainResult, result_dict, train
 
 
 @flow(name="train", description="Fine-tune a QLoRA adapter on the Q/A set (with retrieved context).")
 def train_flow(config: TrainConfig = TrainConfig(), home: str | None = None) -> dict[str, Any]:  # noqa: B008
     """Returns references: run id, adapter folder, dataset version, steps, losses, device, quantisation."""
-    import contextlib
-    import os
-
-    from tasks.report import publish_train_artifacts
-    from tasks.train import result_dict, train_task
-    from tasks.workspace import WorkspaceBusyError
-
     logger = get_run_logger()
     ws = Workspace.from_env(home).ensure()
+    config = with_workspace(ws, "train", config)
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(ws.lock("train"))
@@ -34,8 +37,16 @@ def train_flow(config: TrainConfig = TrainConfig(), home: str | None = None) -> 
                 res["device"], "4-bit" if res["quantized"] else "no quantisation")
     publish_train_artifacts(res)
     if res["trained"]:  # a new candidate: the evaluate-and-gate deployment listens for this
-        from tasks.events import emit
-
         emit("ragtune.model.trained", f"ragtune.model.{res['run_id']}", {
             k: res[k] for k in ("run_id", "adapter_dir", "dataset_version", "steps", "eval_loss", "device")})
     return res
+
+
+@task(name="train_adapter", cache_policy=NO_CACHE)
+def train_task(home: str, config: TrainConfig) -> TrainResult:
+    """Holds one slot of the global concurrency limit named by RAGTUNE_GPU_LIMIT (set on the gpu work pool; one
+    slot per GPU) for the whole run, so two training runs on one GPU run one after the other."""
+    limit = os.environ.get("RAGTUNE_GPU_LIMIT")
+    slot = (concurrency(limit, occupy=1, strict=True, lease_duration=600) if limit else contextlib.nullcontext())
+    with slot:
+        return train(Workspace(Path(home)), config, training_reporter())

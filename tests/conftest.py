@@ -49,8 +49,8 @@ def prefect_harness() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def base_model_dir(tmp_path_factory) -> str:
     """The packaged SmolLM2 converted once to safetensors, shared by the tests as a local folder."""
-    from tasks.model import PACKAGED_LLM, resolve_base_model
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.train.model import PACKAGED_LLM, resolve_base_model
 
     return resolve_base_model(Workspace(tmp_path_factory.mktemp("base")).ensure(), PACKAGED_LLM)
 
@@ -62,7 +62,7 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def ws(home: Path):
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
 
     return Workspace(home).ensure()
 

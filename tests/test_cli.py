@@ -75,7 +75,7 @@ def test_ingest_json_contract_and_quarantine_failure(tmp_path, prefect_home):
 
 
 def test_hit_display_does_not_repeat_the_title():
-    from flows.cli import where
+    from flows.cli.render import where
 
     assert where({"title": "Leave policy", "section": "Leave policy > Annual leave"}) == "Leave policy > Annual leave"
     assert where({"title": "Leave policy", "section": "Leave policy"}) == "Leave policy"

@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.gpu import one_line
 
-DEFAULT_LABEL = "SmolLM2-135M-Instruct (default)"  # tasks.model.PACKAGED_LLM, as the table names it
+DEFAULT_LABEL = "SmolLM2-135M-Instruct (default)"  # tasks.train.model.PACKAGED_LLM, as the table names it
 
 
 def safetensors_parameters(folder: Path) -> int:
@@ -113,7 +113,7 @@ def pick_largest(candidates: list[dict[str, Any]]) -> tuple[dict[str, Any] | Non
 
 def default_model_location() -> tuple[Path | None, str]:
     """Folder and GGUF file of the project's default base model (packaged:SmolLM2-135M-Instruct)."""
-    from tasks.model import _PACKAGED, PACKAGED_LLM, packaged_dir
+    from tasks.train.model import _PACKAGED, PACKAGED_LLM, packaged_dir
 
     package, gguf_file, _ = _PACKAGED[PACKAGED_LLM]
     try:

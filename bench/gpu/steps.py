@@ -137,7 +137,7 @@ def run_pytest(ctx: Context, selection: list[str], timeout_s: float) -> dict[str
 
 def build_steps(ctx: Context, names: list[str]) -> list[Step]:
     """The named steps, in the order given."""
-    from tasks.model import PACKAGED_LLM as default
+    from tasks.train.model import PACKAGED_LLM as default
 
     table: dict[str, Step] = {
         "models": Step("models", lambda: ESTIMATE_S["models"], lambda t: run_models(ctx)),

@@ -14,8 +14,8 @@ from bench.gpu import ROOT, one_line
 
 def sample_prompts(n: int) -> list[list[dict[str, str]]]:
     """Closed-book chat prompts from the bundled Q/A set, in the project's SFT prompt form."""
-    from tasks.config import DEFAULT_SYSTEM_PROMPT
-    from tasks.sft import build_messages
+    from tasks.train.config import DEFAULT_SYSTEM_PROMPT
+    from tasks.train.prompt import build_messages
 
     rows = [json.loads(ln) for ln in (ROOT / "data" / "sample" / "qa.jsonl").read_text().splitlines() if ln.strip()]
     qs = [r["question"] for r in rows if r.get("question")]
@@ -27,7 +27,7 @@ def make_untrained_adapter(base_path: str, out_dir: Path) -> Path:
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tasks.train import build_lora_config
+    from tasks.train.train import build_lora_config
 
     model = AutoModelForCausalLM.from_pretrained(base_path, use_safetensors=True, trust_remote_code=False)
     get_peft_model(model, build_lora_config()).save_pretrained(str(out_dir))
@@ -37,12 +37,12 @@ def make_untrained_adapter(base_path: str, out_dir: Path) -> Path:
 def measure_generation(base_path: str, device: str, prompts: list[list[dict[str, str]]],
                        cases: list[tuple[str, int]], max_new_tokens: int, adapter_dir: str | None = None,
                        ) -> list[dict[str, Any]]:
-    """Greedy answers with `tasks.generate.generate` (evaluation's code) per (system, batch size) case: answer
+    """Greedy answers with `tasks.train.generate.generate` (evaluation's code) per (system, batch size) case: answer
     tokens per second and, on CUDA, the peak memory. System `base` runs with the adapter disabled. The device is
     an argument so that a CPU test reaches the same code."""
     import torch
 
-    from tasks.generate import BASE, generate, load_systems, use_system
+    from tasks.train.generate import BASE, generate, load_systems, use_system
 
     model, tok = load_systems(base_path, {"adapter": adapter_dir} if adapter_dir else {}, device=device)
     cuda = device.startswith("cuda")
@@ -73,7 +73,7 @@ def measure_generation(base_path: str, device: str, prompts: list[list[dict[str,
 
 def convert(spec: dict[str, Any]) -> dict[str, Any]:
     """A GGUF checkpoint de-quantised once into a safetensors folder (load_base_model reads safetensors only)."""
-    from tasks.model import convert_gguf
+    from tasks.train.model import convert_gguf
 
     out = Path(spec["out"])
     if not (out / "model.safetensors").exists() and not list(out.glob("*.safetensors")):
@@ -87,8 +87,8 @@ def convert(spec: dict[str, Any]) -> dict[str, Any]:
 
 def generation(spec: dict[str, Any]) -> dict[str, Any]:
     """Generation speed of the default base model, alone and with an untrained LoRA adapter."""
-    from tasks.model import PACKAGED_LLM, resolve_base_model
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.train.model import PACKAGED_LLM, resolve_base_model
 
     ws = Workspace(Path(spec["home"])).ensure()
     base = resolve_base_model(ws, PACKAGED_LLM)

@@ -41,8 +41,8 @@ def loop(tmp_path_factory, prefect_harness, base_model_dir):
 def test_demo_runs_the_whole_loop_and_records_the_decision(loop):
     from datasets import Dataset
 
-    from tasks import registry
-    from tasks.workspace import Workspace, read_json
+    from tasks.core.workspace import Workspace, read_json
+    from tasks.train import registry
 
     home, out = loop
     ev = out["evaluation"]
@@ -74,8 +74,8 @@ def test_demo_runs_the_whole_loop_and_records_the_decision(loop):
 def test_demo_compares_retrieval_fine_tuning_and_both(loop):
     import json
 
-    from tasks.compare.attribution import KINDS
-    from tasks.compare.verdict import describe
+    from tasks.evaluate.attribution import KINDS
+    from tasks.evaluate.compare.verdict import describe
 
     _, out = loop
     cmp = out["comparison"]
@@ -108,8 +108,8 @@ def test_demo_compares_retrieval_fine_tuning_and_both(loop):
 
 def test_rerun_reuses_the_run_and_the_evaluation(loop, base_model_dir):
     from flows.demo import run_demo
-    from tasks import registry
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.train import registry
 
     home, first = loop
     history = registry.history(Workspace(home))
@@ -124,9 +124,10 @@ def test_rerun_reuses_the_run_and_the_evaluation(loop, base_model_dir):
 
 def test_compare_with_a_reranker_adds_the_reranked_cells(loop):
     from flows.compare import compare_flow
-    from tasks.config import CompareConfig, SFTDataConfig
-    from tasks.rerank_train import RerankerSettings, train_workspace_reranker
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.evaluate.config import CompareConfig
+    from tasks.train.config import RerankerSettings, SFTDataConfig
+    from tasks.train.rerank_train import train_workspace_reranker
 
     home, out = loop
     data = SFTDataConfig.model_validate({**TINY_TRAIN["data"]})
@@ -152,9 +153,10 @@ def test_compare_with_a_reranker_adds_the_reranked_cells(loop):
 def test_learning_rate_zero_candidate_is_never_promoted(loop, base_model_dir):
     from flows.promote import promote_flow
     from flows.train import train_flow
-    from tasks import registry
-    from tasks.config import EvalConfig, TrainConfig
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.evaluate.config import EvalConfig
+    from tasks.train import registry
+    from tasks.train.config import TrainConfig
 
     home, out = loop
     before = registry.aliases(Workspace(home))["champion"]
@@ -172,10 +174,10 @@ def test_learning_rate_zero_candidate_is_never_promoted(loop, base_model_dir):
 
 
 def test_answer_cache_hits_and_invalidates_on_model_and_index_changes(loop, tmp_path):
-    from tasks import registry
-    from tasks.ask import ask
-    from tasks.config import AskConfig
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.serve.ask import ask
+    from tasks.serve.config import AskConfig
+    from tasks.train import registry
 
     home, _ = loop
     copy = tmp_path / "ws"
@@ -192,13 +194,13 @@ def test_answer_cache_hits_and_invalidates_on_model_and_index_changes(loop, tmp_
     registry.promote(ws, other, "test: another champion")
     third = ask(ws, q, cfg)
     assert not third["cached"] and third["model"] == other
-    from tasks.index import update_index
-    from tasks.qdrant import open_client
+    from tasks.index.build import update_index
+    from tasks.index.qdrant import open_client
 
     _touch_dataset(ws)
     client = open_client(ws)
     try:
-        from tasks.config import IndexConfig
+        from tasks.index.config import IndexConfig
 
         assert update_index(ws, IndexConfig(), client).mode == "incremental"
     finally:
@@ -212,9 +214,9 @@ def _touch_dataset(ws) -> None:
     """Publish a new dataset version with one document edited (what an ingest of a changed file does)."""
     import hashlib
 
-    from tasks.publish import latest_version
-    from tasks.records import read_records, sha256_text, write_records
-    from tasks.workspace import write_pointer
+    from tasks.core.records import read_records, sha256_text, write_records
+    from tasks.core.workspace import write_pointer
+    from tasks.ingest.publish import latest_version
 
     base = ws.dataset_dir("docs")
     records = read_records(base / latest_version(ws) / "records.parquet")
@@ -229,7 +231,7 @@ def test_batched_generation_and_likelihood_match_one_at_a_time(base_model_dir):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tasks.generate import answer_nll, generate, load_systems, prompt_ids
+    from tasks.train.generate import answer_nll, generate, load_systems, prompt_ids
 
     model, tok = load_systems(base_model_dir, {}, device="cpu", precision="fp32")
     prompts = [[{"role": "user", "content": q}] for q in

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import CollectConfig, IndexConfig, IngestConfig
+from tasks.index.config import IndexConfig
+from tasks.ingest.config import CollectConfig, IngestConfig
 from tests.conftest import SAMPLE
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
@@ -28,8 +29,8 @@ def _ingest(src: Path, home: Path) -> dict:
 
 def _points(home: Path, collection: str) -> dict[str, dict]:
     """Point id -> payload for every point of a collection."""
-    from tasks.qdrant import open_client
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.index.qdrant import open_client
 
     client = open_client(Workspace(home))
     try:
@@ -63,20 +64,20 @@ def _edit(src: Path) -> None:
 
 def test_incremental_add_change_delete_equals_a_full_build(corpus, tmp_path, monkeypatch):
     from flows.index import index_flow
-    from tasks.qdrant import alias_target, open_client
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.index.qdrant import alias_target, open_client
 
     home = tmp_path / "ws"
     _ingest(corpus, home)
     first = index_flow(IndexConfig(), home=str(home))
     before = _points(home, first["collection"])
 
-    import tasks.embed
+    import tasks.index.embed
 
     def no_model(*a, **k):
         raise AssertionError("a no-op incremental run must not load the embedding model")
 
-    monkeypatch.setattr(tasks.embed, "load_model", no_model)
+    monkeypatch.setattr(tasks.index.embed, "load_model", no_model)
     noop = index_flow(IndexConfig(), home=str(home), incremental=True)
     assert noop["mode"] == "unchanged" and noop["collection"] == first["collection"] and not noop["created"]
     monkeypatch.undo()
@@ -117,9 +118,9 @@ def test_incremental_add_change_delete_equals_a_full_build(corpus, tmp_path, mon
 
 
 def test_failed_check_during_an_update_restores_the_collection(corpus, tmp_path, monkeypatch):
-    import tasks.index as ix
+    import tasks.index.build as ix
     from flows.index import index_flow
-    from tasks.workspace import read_json
+    from tasks.core.workspace import read_json
 
     home = tmp_path / "ws"
     _ingest(corpus, home)
@@ -143,10 +144,10 @@ def test_failed_check_during_an_update_restores_the_collection(corpus, tmp_path,
 def test_update_killed_before_its_deletes_is_completed_by_the_next_run(corpus, tmp_path, monkeypatch):
     """The process dies after upserting the new points and before deleting the stale ones: every document
     stays searchable meanwhile, and the next incremental run ends where an uninterrupted one would."""
-    import tasks.index as ix
+    import tasks.index.build as ix
     from flows.index import index_flow
-    from tasks.qdrant import open_client
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.index.qdrant import open_client
 
     home = tmp_path / "ws"
     _ingest(corpus, home)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import CollectConfig, IndexConfig, IngestConfig
+from tasks.index.config import IndexConfig
+from tasks.ingest.config import CollectConfig, IngestConfig
 from tests.conftest import SAMPLE
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
@@ -24,8 +25,8 @@ def indexed(tmp_path_factory, prefect_harness):
 
 
 def _client(home: Path):
-    from tasks.qdrant import open_client
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.index.qdrant import open_client
 
     return open_client(Workspace(home))
 
@@ -36,7 +37,7 @@ def test_build_verifies_and_serves(indexed):
     assert out["check"]["self_hits"] == out["check"]["sampled"]
     client = _client(home)
     try:
-        from tasks.qdrant import alias_target
+        from tasks.index.qdrant import alias_target
 
         assert alias_target(client, "docs") == out["collection"]
     finally:
@@ -44,7 +45,7 @@ def test_build_verifies_and_serves(indexed):
 
 
 def test_search_modes_cite_sources_and_filter(indexed):
-    from tasks.search import search_collection
+    from tasks.index.search import search_collection
 
     home, out = indexed
     client = _client(home)
@@ -64,9 +65,9 @@ def test_search_modes_cite_sources_and_filter(indexed):
 
 def test_rebuild_is_a_no_op_and_rollback_restores_previous(indexed):
     from flows.index import index_flow
-    from tasks.index import rollback_index
-    from tasks.qdrant import alias_target
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.index.build import rollback_index
+    from tasks.index.qdrant import alias_target
 
     home, first = indexed
     again = index_flow(IndexConfig(), home=str(home))
@@ -82,8 +83,8 @@ def test_rebuild_is_a_no_op_and_rollback_restores_previous(indexed):
 
 
 def test_local_qdrant_held_by_another_client_is_a_clear_error(indexed):
-    from tasks.qdrant import QdrantBusyError, open_client
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.index.qdrant import QdrantBusyError, open_client
 
     home, _ = indexed
     holder = _client(home)
@@ -96,9 +97,9 @@ def test_local_qdrant_held_by_another_client_is_a_clear_error(indexed):
 
 def test_failed_build_leaves_the_served_index_alone(indexed, monkeypatch):
     """A build whose points do not all land (a crash mid-upsert) fails verification; the alias stays put."""
-    import tasks.index as ix
+    import tasks.index.build as ix
     from flows.index import index_flow
-    from tasks.qdrant import alias_target
+    from tasks.index.qdrant import alias_target
 
     home, _ = indexed
     client = _client(home)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import CollectConfig, IngestConfig, ValidateConfig
-from tasks.workspace import read_jsonl
+from tasks.core.workspace import read_jsonl
+from tasks.ingest.config import CollectConfig, IngestConfig, ValidateConfig
 from tests.conftest import GOOD_TEXT, SAMPLE, make_bad_inputs
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -78,7 +78,7 @@ def test_over_the_quarantine_limit_nothing_is_published(home, tmp_path):
 
     for i in range(3):
         (good / f"broken-{i}.json").write_text("{not json")
-    from tasks.validate import QuarantineLimitExceeded
+    from tasks.ingest.validate import QuarantineLimitExceeded
 
     with pytest.raises(QuarantineLimitExceeded, match="3 of 4 input units quarantined"):
         ingest(home, [str(good)])

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import CleanConfig, CollectConfig, IngestConfig, ValidateConfig
-from tasks.workspace import read_jsonl
+from tasks.core.workspace import read_jsonl
+from tasks.ingest.config import CleanConfig, CollectConfig, IngestConfig, ValidateConfig
 from tests.unit.test_content import CHANGELOG, FAQ, KOREAN_FAQ, PRICING
 from tests.unit.test_formats import make_docx, make_pptx, make_xlsx
 
@@ -81,8 +81,8 @@ def test_every_format_in_one_folder_and_broken_office_files_do_not_stop_the_othe
     assert fates["locked.docx"]["fate"] == "quarantined" and "password-protected" in fates["locked.docx"]["reason"]
     assert fates["broken.xlsx"]["fate"] == "quarantined" and "not a valid Office file" in fates["broken.xlsx"]["reason"]
     assert {n for n, m in fates.items() if m["fate"] == "accepted"} == set(fates) - {"locked.docx", "broken.xlsx"}
-    from tasks.publish import load_dataset_version
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.ingest.publish import load_dataset_version
 
     ds = load_dataset_version(Workspace(home), version=out["dataset_version"])
     by_id = {r["doc_id"]: r for r in ds}

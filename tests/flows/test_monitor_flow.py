@@ -19,8 +19,8 @@ EVENT = "ragtune.quality.degraded"
 def write_log(home: Path, supports: list[float], ratings: list[str], not_found_below: float = 0.3) -> None:
     """Requests (one per support, answered 'not found' below the threshold) and votes ten minutes ago, plus a
     calibration whose evaluation-split supports sit around 0.6."""
-    from tasks.serving.requestlog import FEEDBACK, REQUESTS, SegmentWriter
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.serve.requestlog import FEEDBACK, REQUESTS, SegmentWriter
 
     ws = Workspace(home).ensure()
     at = (datetime.now(UTC) - timedelta(minutes=10)).isoformat().replace("+00:00", "Z")
@@ -97,8 +97,8 @@ def test_healthy_window_emits_nothing(tmp_path):
 def test_retrain_records_the_quality_reason_first(tmp_path, monkeypatch):
     import flows.retrain
     from flows.retrain import retrain_flow
-    from tasks.policy import decisions
-    from tasks.workspace import Workspace, write_pointer
+    from tasks.core.workspace import Workspace, write_pointer
+    from tasks.train.policy import decisions
 
     event = {"reasons": ["not-found rate 0.75 > 0.30 over 40 answers"], "figures": {"answered": 40},
              "window_start": "2026-01-01T00:00:00Z", "window_end": "2026-01-01T01:00:00Z"}

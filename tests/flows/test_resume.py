@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.corpus import generate_corpus
-from tasks.records import read_records
+from tasks.core.records import read_records
 from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
@@ -75,8 +75,8 @@ def _cli(args: list[str], home: Path, prefect_api: str) -> dict:
 
 
 def _served_points(home: Path, alias: str) -> tuple[str | None, dict[str, dict]]:
-    from tasks.qdrant import alias_target, open_client
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.index.qdrant import alias_target, open_client
 
     client = open_client(Workspace(home))
     try:
@@ -109,7 +109,7 @@ def test_killed_index_build_never_serves_a_partial_collection(tmp_path, prefect_
                             cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300
-    from tasks.qdrant import local_engine
+    from tasks.index.qdrant import local_engine
 
     # created after embedding, before upsert and the retrieval check
     collections = home / "qdrant" / ("edge/collections" if local_engine() == "edge" else "collection")
@@ -128,10 +128,10 @@ def test_killed_index_build_never_serves_a_partial_collection(tmp_path, prefect_
 
     import shutil
 
-    from tasks.config import IndexConfig
-    from tasks.index import build_index
-    from tasks.qdrant import open_client
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.index.build import build_index
+    from tasks.index.config import IndexConfig
+    from tasks.index.qdrant import open_client
 
     ref_home = tmp_path / "ref"  # the same published dataset, indexed without interruption
     shutil.copytree(home / "datasets", ref_home / "datasets")
@@ -172,7 +172,7 @@ def test_killed_training_resumes_from_its_checkpoint_to_the_same_end(tmp_path, b
 
     resumed = _cli(["train", "--config", str(cfg), "--run-id", "r1"], home, prefect_api)
     assert resumed["trained"] and resumed["steps"] == 6  # what the uninterrupted run reaches (see test_train)
-    from tasks.workspace import read_json
+    from tasks.core.workspace import read_json
 
     meta = read_json(home / "models" / "r1" / "meta.json")
     assert meta["resumed_from"] is not None and meta["resumed_from"] >= 2

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from deployments.stack import free_port
-from tasks.config import CollectConfig, IndexConfig, IngestConfig, SweepConfig
+from tasks.index.config import IndexConfig, SweepConfig
+from tasks.ingest.config import CollectConfig, IngestConfig
 from tests.conftest import PROJECT_ROOT, SAMPLE
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
@@ -148,8 +149,8 @@ class Built:
 
 
 def _points(home: Path, collection: str) -> dict[str, tuple[dict, np.ndarray]]:
-    from tasks.qdrant import open_client
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.index.qdrant import open_client
 
     client = open_client(Workspace(home))
     try:
@@ -197,7 +198,7 @@ def handbook(tmp_path_factory, prefect_harness) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def threads(handbook, tmp_path_factory) -> Built:
-    from tasks.runners import make_task_runner
+    from flows.runners import make_task_runner
 
     dataset, queries = handbook
     home = tmp_path_factory.mktemp("threads") / "ws"
@@ -227,7 +228,7 @@ def _assert_same(got: Built, ref: Built) -> None:
 # --- the tests ----------------------------------------------------------------------------------
 
 def test_dask_cluster_builds_and_sweeps_like_threads(handbook, threads, tmp_path, monkeypatch):
-    from tasks.runners import make_task_runner
+    from flows.runners import make_task_runner
 
     dataset, queries = handbook
     shutil.copytree(dataset, tmp_path / "ws")
@@ -249,7 +250,7 @@ def ray_installed() -> None:
 
 
 def test_ray_cluster_builds_and_sweeps_like_threads(ray_installed, handbook, threads, tmp_path, monkeypatch):
-    from tasks.runners import make_task_runner
+    from flows.runners import make_task_runner
 
     dataset, queries = handbook
     shutil.copytree(dataset, tmp_path / "ws")
@@ -262,7 +263,7 @@ def test_ray_cluster_builds_and_sweeps_like_threads(ray_installed, handbook, thr
 
 def test_runner_setting_is_checked_and_reaches_the_flows(monkeypatch):
     from flows.cli import build_parser
-    from tasks.runners import make_task_runner, runner_kind
+    from flows.runners import make_task_runner, runner_kind
 
     monkeypatch.setenv("RAGTUNE_TASK_RUNNER", "spark")
     with pytest.raises(ValueError, match="one of threads, dask, ray"):

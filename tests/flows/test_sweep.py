@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from tasks.config import CollectConfig, IndexConfig, IngestConfig, SweepConfig
+from tasks.index.config import IndexConfig, SweepConfig
+from tasks.ingest.config import CollectConfig, IngestConfig
 from tests.conftest import SAMPLE
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
@@ -20,8 +21,8 @@ def test_sweep_ranks_the_grid_and_applies_the_best(tmp_path):
 
     from flows.ingest import ingest_flow
     from flows.sweep import sweep_flow
-    from tasks.sweep import with_workspace_defaults
-    from tasks.workspace import Workspace
+    from tasks.core.config import with_workspace
+    from tasks.core.workspace import Workspace
 
     home = tmp_path / "ws"
     ingest_flow(IngestConfig(collect=CollectConfig(sources=[str(SAMPLE / "corpus")])), home=str(home))
@@ -47,9 +48,9 @@ def test_sweep_ranks_the_grid_and_applies_the_best(tmp_path):
     ws = Workspace(home)
     applied = (home / "config.yaml").read_text()
     assert out["applied"] == str(home / "config.yaml") and f"chunk_size: {best['chunk_size']}" in applied
-    picked = with_workspace_defaults(ws, IndexConfig())
+    picked = with_workspace(ws, "index", IndexConfig())
     assert (picked.chunk_size, picked.chunk_overlap) == (best["chunk_size"], best["chunk_overlap"])
-    assert with_workspace_defaults(ws, IndexConfig(chunk_size=96)).chunk_size == 96  # explicit settings win
+    assert with_workspace(ws, "index", IndexConfig(chunk_size=96)).chunk_size == 96  # explicit settings win
     saved = json.loads((home / "reports" / "sweeps" / f"{out['sweep_id']}.json").read_text())
     assert saved["rows"] == rows
     assert not (home / "indexes").exists() or not any((home / "indexes").iterdir())  # nothing served or built

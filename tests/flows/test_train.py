@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import SFTDataConfig, TrainConfig
+from tasks.train.config import SFTDataConfig, TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +36,9 @@ def tiny_config(qa: Path, base: str, **over) -> TrainConfig:
 
 
 def test_bad_sft_records_get_fates_and_paraphrases_share_a_split(tmp_path, base_model_dir):
-    from tasks.model import load_tokenizer
-    from tasks.sft import build_sft_dataset
-    from tasks.workspace import Workspace, read_jsonl
+    from tasks.core.workspace import Workspace, read_jsonl
+    from tasks.train.model import load_tokenizer
+    from tasks.train.sft import build_sft_dataset
 
     rows = qa_lines()
     rows += [
@@ -70,14 +70,14 @@ def test_bad_sft_records_get_fates_and_paraphrases_share_a_split(tmp_path, base_
 
 
 def test_training_changes_only_the_adapter_and_lowers_validation_loss(tmp_path, base_model_dir):
-    from tasks.train import train
-    from tasks.workspace import Workspace, read_json
+    from tasks.core.workspace import Workspace, read_json
+    from tasks.train.train import train
 
     qa = tmp_path / "qa.jsonl"
     qa.write_text("\n".join(json.dumps(r) for r in qa_lines()) + "\n")
     ws = Workspace(tmp_path / "ws").ensure()
     res = train(ws, tiny_config(qa, base_model_dir, run_id="tiny"))
-    from tasks.train import choose_device
+    from tasks.train.train import choose_device
 
     assert res.trained and res.steps == 6 and res.device == choose_device()  # cuda where there is one
     meta = read_json(ws.models / "tiny" / "meta.json")
@@ -105,8 +105,8 @@ def test_cpu_loss_equals_trls_fused_completion_loss(tmp_path, base_model_dir):
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from tasks.model import load_tokenizer
-    from tasks.train import (
+    from tasks.train.model import load_tokenizer
+    from tasks.train.train import (
         build_lora_config,
         build_sft_args,
         load_base_model,

@@ -19,8 +19,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 def test_cuda_training_in_bf16_lowers_the_loss(tmp_path, base_model_dir, quantization):
     import torch
 
-    from tasks.train import train
-    from tasks.workspace import Workspace, read_json
+    from tasks.core.workspace import Workspace, read_json
+    from tasks.train.train import train
 
     qa = tmp_path / "qa.jsonl"
     qa.write_text("\n".join(json.dumps(r) for r in qa_lines()) + "\n")

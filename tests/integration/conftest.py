@@ -65,7 +65,8 @@ def serve_home(tmp_path_factory, prefect_harness, base_model_dir):
     """A workspace with the stack's five documents ingested and indexed, and a first champion (v1)."""
     from flows.index import index_flow
     from flows.ingest import ingest_flow
-    from tasks.config import IndexConfig, IngestConfig
+    from tasks.index.config import IndexConfig
+    from tasks.ingest.config import IngestConfig
 
     root = tmp_path_factory.mktemp("serve")
     corpus = root / "corpus"

@@ -86,8 +86,8 @@ def register_champion(home, base_model_dir: str, run_id: str, seed: int) -> str:
     """Register an adapter as a training run and promote it; returns its registry version."""
     from pathlib import Path
 
-    from tasks import registry
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.train import registry
 
     ws = Workspace(Path(home))
     adapter = make_adapter(base_model_dir, ws.models / run_id / "adapter", seed)

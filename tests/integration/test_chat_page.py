@@ -23,8 +23,8 @@ REQUEST_ID = re.compile(r"request (\S+)\s*$")
 
 
 def feedback_logged(home: Path) -> list[dict]:
-    from tasks.serving.requestlog import FEEDBACK, read_records
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.serve.requestlog import FEEDBACK, read_records
 
     return list(read_records(Workspace(Path(home)), FEEDBACK))
 

@@ -17,8 +17,8 @@ LEAVE = "How many days of annual leave does an employee receive each year?"  # a
 
 
 def answers_logged(home: Path) -> list[dict]:
-    from tasks.serving.requestlog import REQUESTS, read_records
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.serve.requestlog import REQUESTS, read_records
 
     return [r for r in read_records(Workspace(home), REQUESTS) if r.get("answer") is not None]
 
@@ -62,8 +62,8 @@ def test_ask_feedback_health_ready_metrics_round_trip(served):
     assert rec["answer"] == a["answer"] and rec["model"] == "v1" and rec["sources"][0]["doc_id"] == a["sources"][0]["doc_id"]
     assert rec["status"] == 200 and rec["latency_ms"] > 0 and rec["cached"] is False and rec["support"] == a["support"]
     assert logged[again["request_id"]]["cached"] is True
-    from tasks.serving.requestlog import FEEDBACK, read_records
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.serve.requestlog import FEEDBACK, read_records
 
     fbs = [f for f in read_records(Workspace(home), FEEDBACK) if f["request_id"] == a["request_id"]]
     assert fbs[0]["rating"] == "down" and fbs[0]["correction"] == "28 days a year"
@@ -97,10 +97,10 @@ def test_bad_inputs_get_a_4xx_with_a_reason_and_are_not_logged_as_answers(served
         res = httpx.post(f"{url}/v1/feedback", json=body)
         assert res.status_code == status and words in res.json()["error"], res.text
     assert len(answers_logged(home)) == before
-    from tasks.serving import feedback as fb
-    from tasks.serving.requestlog import FEEDBACK as INBOX
-    from tasks.serving.requestlog import read_records as inbox
-    from tasks.workspace import Workspace as W
+    from tasks.core.workspace import Workspace as W
+    from tasks.serve import feedback as fb
+    from tasks.serve.requestlog import FEEDBACK as INBOX
+    from tasks.serve.requestlog import read_records as inbox
 
     refused = [r for r in inbox(W(home), INBOX) if r.get("refused")]
     assert len(refused) >= 3  # a refused feedback body is kept, marked, and quarantined by review
@@ -111,8 +111,8 @@ def test_bad_inputs_get_a_4xx_with_a_reason_and_are_not_logged_as_answers(served
     m = httpx.get(f"{url}/metrics").text
     assert metric(m, "ragtune_guardrail_decisions_total", check="input_empty", action="reject") >= 1
     assert metric(m, "ragtune_requests_total", endpoint="ask", status="413") >= 2
-    from tasks.serving.requestlog import REQUESTS, read_records
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.serve.requestlog import REQUESTS, read_records
 
     refused = [r for r in read_records(Workspace(home), REQUESTS) if r["status"] >= 400]
     assert len(refused) >= len(BAD) and all(r["answer"] is None and r["guardrails"] for r in refused)
@@ -140,7 +140,7 @@ def test_hot_swap_of_model_and_index_under_concurrent_requests(served, base_mode
     """Four clients ask without pause while a new champion is promoted and the index is rebuilt: every request
     succeeds, and the server ends up serving both new versions."""
     from flows.index import index_flow
-    from tasks.config import IndexConfig
+    from tasks.index.config import IndexConfig
     from tests.integration.helpers import register_champion
 
     url, home = served["url"], served["home"]
@@ -191,10 +191,10 @@ def test_hot_swap_of_model_and_index_under_concurrent_requests(served, base_mode
 def test_an_answer_with_a_blocklisted_term_is_withheld(served):
     """The output check runs on every answer, cached ones included: an answer planted in the answer cache with a
     term of the safety blocklist is withheld, and the decision is logged."""
-    from tasks.ask import cache_key, cache_path, serving_model
-    from tasks.config import AskConfig
-    from tasks.safety import load_blocklist
-    from tasks.workspace import Workspace, atomic_write_json
+    from tasks.core.workspace import Workspace, atomic_write_json
+    from tasks.evaluate.safety import load_blocklist
+    from tasks.serve.ask import cache_key, cache_path, serving_model
+    from tasks.serve.config import AskConfig
 
     url, home = served["url"], served["home"]
     ws = Workspace(home)

@@ -26,8 +26,8 @@ ARTIFACTS = Path(os.environ.get("RAGTUNE_TEST_ARTIFACTS", PROJECT_ROOT / "test-a
 
 
 def points_by_doc(home: Path) -> dict[str, set[str]]:
-    from tasks.qdrant import alias_target, open_client
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.index.qdrant import alias_target, open_client
 
     client = open_client(Workspace(home))
     try:
@@ -90,8 +90,8 @@ def test_rest_api_pipeline_run_then_the_event_chain(stack):
         evaluation = wait_for(lambda: runs_of(client, "evaluate-promote"), 180, "the evaluate-promote run")[0]
         wait_run(client, evaluation["id"], 900)
         assert evaluation["parameters"]["candidate"]
-    from tasks import policy, registry
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.train import policy, registry
 
     ws = Workspace(Path(stack["home"]))
     assert policy.decisions(ws)[0]["reasons"] == ["there is no champion yet"]
@@ -186,9 +186,9 @@ def test_monitor_on_a_degraded_log_sets_off_retraining_through_the_automation(st
     """`ragtune monitor` against the server: a window where most answers were 'not found' emits
     ragtune.quality.degraded, the retrain-on-quality-degraded automation starts the retrain flow with the event's
     payload, and the decision it records names the quality reason first."""
-    from tasks import policy
-    from tasks.serving.requestlog import REQUESTS, SegmentWriter, now_iso
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.serve.requestlog import REQUESTS, SegmentWriter, now_iso
+    from tasks.train import policy
 
     home = Path(stack["home"])
     writer = SegmentWriter(Workspace(home), REQUESTS)
@@ -210,7 +210,7 @@ def test_monitor_on_a_degraded_log_sets_off_retraining_through_the_automation(st
         run = wait_for(lambda: runs_of(client, "retrain-on-quality-degraded"), 120, "the quality retrain run")[0]
         wait_run(client, run["id"], 900)
         assert run["parameters"]["quality_event"]["reasons"] == out["reasons"]
-    from tasks.publish import latest_version
+    from tasks.ingest.publish import latest_version
 
     decision = policy.decisions(Workspace(home))[-1]
     assert decision["reasons"][0].startswith("quality degraded: ")

@@ -29,8 +29,8 @@ TERMINAL_BADGE = re.compile(r"Completed|Failed|Crashed|Cancelled")
 def _ensure_dataset(stack: dict) -> None:
     """The index deployment indexes the latest dataset version: ingest the stack's corpus when there is none yet
     (when this test runs on its own)."""
-    from tasks.publish import latest_version
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
+    from tasks.ingest.publish import latest_version
 
     if latest_version(Workspace(Path(stack["home"]))):
         return
@@ -41,8 +41,8 @@ def _ensure_dataset(stack: dict) -> None:
 
 
 def _served_chunk_size(home: str) -> int:
-    from tasks.qdrant import alias_target, open_client
-    from tasks.workspace import Workspace, read_json
+    from tasks.core.workspace import Workspace, read_json
+    from tasks.index.qdrant import alias_target, open_client
 
     ws = Workspace(Path(home))
     client = open_client(ws)

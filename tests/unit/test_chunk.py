@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tasks.chunk import WINDOW, Span, TokenCounter, chunk_budget, chunk_id, split_text
+from tasks.index.chunk import WINDOW, Span, TokenCounter, chunk_budget, chunk_id, split_text
 
 CONFIGS = [(256, 32), (64, 16), (32, 0), (16, 8), (20, 19)]
 WORDS = ["the", "leave", "policy", "applies", "to", "every", "employee", "who", "has", "worked", "here", "for", "at", "least", "one", "year", "and", "whose", "manager", "approved", "request", "in", "writing", "before", "holiday", "season", "starts", "salary", "benefits", "parental", "sick", "remote"]

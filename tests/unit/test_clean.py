@@ -6,11 +6,10 @@ import time
 
 import pytest
 
-from tasks.config import DEFAULT_BOILERPLATE, CleanConfig
-from tasks.filters import (  # noqa: I001
+from tasks.ingest.config import DEFAULT_BOILERPLATE, CleanConfig
+from tasks.ingest.filters import (
     clean_document,
     compile_boilerplate,
-    html_to_text,
     long_words,
     mostly_symbols,
     normalize_unicode,
@@ -20,7 +19,8 @@ from tasks.filters import (  # noqa: I001
     strip_boilerplate,
     too_short,
 )
-from tasks.pii import find_pii, redact_pii
+from tasks.ingest.formats.html import html_to_text
+from tasks.ingest.pii import find_pii, redact_pii
 
 KOREAN = "서울 사무소는 평일 오전 9시부터 오후 6시까지 운영합니다. 회의실은 사내 포털에서 예약할 수 있으며 최대 2시간까지 사용할 수 있습니다."
 

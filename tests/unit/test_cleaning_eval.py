@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.clean import clean_records
-from tasks.collect import collect_sources
-from tasks.config import CleanConfig, CollectConfig
-from tasks.records import read_fates, read_records
+from tasks.core.records import read_fates, read_records
+from tasks.ingest.clean import clean_records
+from tasks.ingest.collect import collect_sources
+from tasks.ingest.config import CleanConfig, CollectConfig
 from tests.conftest import PROJECT_ROOT
 
 EVAL = PROJECT_ROOT / "data" / "cleaning_eval"
@@ -36,7 +36,7 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def fates(tmp_path_factory) -> dict[str, tuple[str, str]]:
     """{path under data/cleaning_eval: (fate, reason code)} under the default (knowledge) profile."""
-    from tasks.workspace import Workspace
+    from tasks.core.workspace import Workspace
 
     tmp = tmp_path_factory.mktemp("eval")
     cfg = CollectConfig(sources=[str(EVAL / "legit"), str(EVAL / "garbage")])

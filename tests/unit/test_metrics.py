@@ -7,16 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from tasks.metrics import (
+from tasks.evaluate.metrics import (
     answer_table,
     as_jsonable,
     exact_match,
     normalize_answer,
     paired_bootstrap,
-    retrieval_metrics,
     rouge_l,
     token_f1,
 )
+from tasks.index.retrieval_eval import retrieval_metrics
 
 
 def test_squad_normalisation_and_exact_match():
@@ -103,7 +103,7 @@ _R3 = "It is the practical guide for the army always to heed the directions of t
 def test_meteor_reproduces_nltk_doctests():
     from nltk.translate.meteor_score import meteor_score
 
-    from tasks.textmetrics import meteor, wordnet
+    from tasks.evaluate.textmetrics import meteor, wordnet
 
     assert round(meteor(_H1, [_R1]), 4) == 0.6944
     assert round(meteor(_H1, [_R1, _R2, _R3]), 4) == 0.6944  # the best over references
@@ -115,7 +115,7 @@ def test_meteor_reproduces_nltk_doctests():
 
 
 def test_meteor_stems_synonyms_and_edge_cases():
-    from tasks.textmetrics import meteor
+    from tasks.evaluate.textmetrics import meteor
 
     # Lavie & Agarwal: F = PR/(0.9P + 0.1R), penalty 0.5 * (chunks/matches)^3
     assert meteor("the auto", ["the car"]) == pytest.approx(1 - 0.5 * (1 / 2) ** 3)  # WordNet synonym
@@ -130,7 +130,7 @@ def test_meteor_stems_synonyms_and_edge_cases():
 
 @pytest.fixture
 def no_wordnet(monkeypatch):
-    from tasks import textmetrics
+    from tasks.evaluate import textmetrics
 
     textmetrics._wordnet.cache_clear()
     monkeypatch.setattr(textmetrics, "wordnet_sources", lambda: [])
@@ -139,7 +139,7 @@ def no_wordnet(monkeypatch):
 
 
 def test_meteor_is_absent_not_wrong_without_wordnet(no_wordnet, caplog):
-    from tasks.textmetrics import meteor
+    from tasks.evaluate.textmetrics import meteor
 
     with caplog.at_level("WARNING", logger="ragtune.metrics"):
         first, second = answer_table(["a cat"], [["a cat"]]), answer_table(["a dog"], [["a cat"]])
@@ -157,7 +157,7 @@ _MODEL = "packaged:all-MiniLM-L6-v2"
 
 
 def test_bertscore_layer_and_weights_rules(tmp_path):
-    from tasks.textmetrics import _encoder_folder, bertscore_layer
+    from tasks.evaluate.textmetrics import _encoder_folder, bertscore_layer
 
     assert bertscore_layer(_MODEL) == 5 and bertscore_layer(_MODEL, 3) == 3
     assert bertscore_layer("roberta-large") == 17  # bert-score's tuned table for the models it knows
@@ -172,8 +172,8 @@ def test_bertscore_layer_and_weights_rules(tmp_path):
 def test_bertscore_scores_meaning_and_equals_bert_score():
     import bert_score
 
-    from tasks.embed import resolve_model_path
-    from tasks.textmetrics import bertscore
+    from tasks.evaluate.textmetrics import bertscore
+    from tasks.index.embed import resolve_model_path
 
     cands = ["The capital of France is Paris.", "A dog runs in the park.", "Stock prices fell sharply today.",
              "the meeting room is booked online"]
@@ -190,7 +190,7 @@ def test_bertscore_scores_meaning_and_equals_bert_score():
 
 @pytest.mark.slow
 def test_bertscore_empty_and_korean_answers():
-    from tasks.textmetrics import bertscore
+    from tasks.evaluate.textmetrics import bertscore
 
     out = bertscore(["", "   ", "회의실은 예약 시스템에서", "서울 사무소 3층", "x"],
                     [["x"], ["x"], ["회의실은 예약 시스템에서"], ["회의실은 예약 시스템에서"], [""]], _MODEL)
@@ -201,7 +201,7 @@ def test_bertscore_empty_and_korean_answers():
 
 @pytest.mark.slow
 def test_answer_table_and_bootstrap_carry_meteor_and_bertscore():
-    from tasks.textmetrics import bertscore, meteor
+    from tasks.evaluate.textmetrics import bertscore, meteor
 
     refs = [["Paris"], ["the car is red"], ["twenty five days"], ["서울 사무소 3층"]] * 3
     cand = ["Paris", "the auto is red", "25 days", "서울 사무소 3층"] * 3

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.serving.config import MonitorConfig, MonitorRules
-from tasks.serving.monitor import (
+from tasks.serve.config import MonitorConfig, MonitorRules
+from tasks.serve.monitor import (
     broken_rules,
     compute_window,
     ks,
@@ -143,7 +143,7 @@ def test_calibration_missing_uses_default_threshold_and_drift_is_unknown(ws):
 
 
 def test_compute_window_reads_the_log_and_writes_report_and_chart(ws):
-    from tasks.serving.requestlog import FEEDBACK, REQUESTS, SegmentWriter
+    from tasks.serve.requestlog import FEEDBACK, REQUESTS, SegmentWriter
 
     end = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
     inside = (end - timedelta(minutes=10)).isoformat().replace("+00:00", "Z")

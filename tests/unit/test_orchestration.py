@@ -16,7 +16,7 @@ class _Change:
 
 
 def test_watch_classifies_batches_and_skips_noise(tmp_path):
-    from tasks.watch import classify, corpus_resource
+    from tasks.ingest.watch import classify, corpus_resource
 
     root = tmp_path / "docs"
     batch = [(_Change("added"), str(root / "new.md")), (_Change("modified"), str(root / "new.md")),
@@ -33,7 +33,7 @@ def test_watch_classifies_batches_and_skips_noise(tmp_path):
 def test_watch_needs_a_server(monkeypatch):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tasks.watch import require_api
+    from flows.events import require_api
 
     with temporary_settings({PREFECT_API_URL: None}), pytest.raises(RuntimeError, match="PREFECT_API_URL"):
         require_api()
@@ -43,7 +43,7 @@ def test_watch_needs_a_server(monkeypatch):
 
 
 def test_changed_fraction_counts_added_removed_and_changed_documents():
-    from tasks.policy import changed_fraction
+    from tasks.train.policy import changed_fraction
 
     old = {"a": "1", "b": "2", "c": "3", "d": "4"}
     assert changed_fraction(old, dict(old)) == 0.0
@@ -52,11 +52,11 @@ def test_changed_fraction_counts_added_removed_and_changed_documents():
 
 
 def test_retraining_policy_decides_and_says_why(ws, tmp_path):
-    from tasks import registry
-    from tasks.config import RetrainPolicy, SFTDataConfig
-    from tasks.policy import decide
-    from tasks.records import write_records
-    from tasks.workspace import atomic_write_json, write_pointer
+    from tasks.core.records import write_records
+    from tasks.core.workspace import atomic_write_json, write_pointer
+    from tasks.train import registry
+    from tasks.train.config import RetrainPolicy, SFTDataConfig
+    from tasks.train.policy import decide
 
     def publish(version: str, docs: dict[str, str]) -> None:
         write_records(ws.dataset_dir("docs") / version / "records.parquet", [
@@ -89,8 +89,9 @@ def test_retraining_policy_decides_and_says_why(ws, tmp_path):
 
 
 def test_sweep_grid_rank_and_workspace_defaults(ws):
-    from tasks.config import IndexConfig, SweepConfig
-    from tasks.sweep import apply_best, grid, rank, with_workspace_defaults, workspace_config
+    from tasks.core.config import with_workspace, workspace_config
+    from tasks.index.config import IndexConfig, SweepConfig
+    from tasks.index.sweep import apply_best, grid, rank
 
     assert grid(SweepConfig(chunk_sizes=[128, 32], chunk_overlaps=[16, 32])) == [(32, 16), (128, 16), (128, 32)]
     rows = [{"chunk_size": 128, "chunk_overlap": 16, "mode": "dense", "chunks": 90, "ndcg@10": 0.8},
@@ -100,9 +101,9 @@ def test_sweep_grid_rank_and_workspace_defaults(ws):
     assert [(r["rank"], r["chunk_size"]) for r in ranked] == [(1, 192), (2, 256), (3, 128)]  # ties: fewer chunks
     apply_best(ws, ranked[0], "s1")
     assert workspace_config(ws) == {"index": {"chunk_size": 192, "chunk_overlap": 32}, "search": {"mode": "hybrid"}}
-    assert with_workspace_defaults(ws, IndexConfig()).chunk_size == 192
+    assert with_workspace(ws, "index", IndexConfig()).chunk_size == 192
     explicit = IndexConfig.model_validate({"chunk_size": 96, "chunk_overlap": 16})
-    assert with_workspace_defaults(ws, explicit).chunk_size == 96  # what the caller set wins
+    assert with_workspace(ws, "index", explicit).chunk_size == 96  # what the caller set wins
 
 
 def test_bootstrap_renders_prefect_yaml_with_config_defaults():

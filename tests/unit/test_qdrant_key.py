@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.qdrant import resolve_api_key
+import flows  # noqa: F401  (registers Prefect Secret blocks as the store QDRANT_API_KEY_BLOCK names)
+from tasks.index.qdrant import resolve_api_key
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

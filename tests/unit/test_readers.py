@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from tasks.readers import FieldNames, UnitError, decode_text, format_for, parse_unit, split_front_matter
+from tasks.ingest.formats.base import UnitError, decode_text
+from tasks.ingest.readers import FieldNames, format_for, parse_unit, split_front_matter
 
 F = FieldNames()
 

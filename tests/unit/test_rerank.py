@@ -17,7 +17,7 @@ FOLDERS = ("handbook", "product")  # their Markdown files: ~17 documents, ~66 ch
 
 
 def _records() -> list[dict]:
-    from tasks.records import sha256_text
+    from tasks.core.records import sha256_text
 
     records = []
     for path in sorted(p for d in FOLDERS for p in (SAMPLE / "corpus" / d).glob("*.md")):
@@ -36,10 +36,10 @@ def _half(qa_id: str) -> int:
 def served(tmp_path_factory):
     """A workspace serving index `docs` (hybrid, as `ragtune index` builds it) over the two sample folders;
     the sample's questions about them split in halves by id hash (train, held out)."""
-    from tasks.config import IndexConfig
-    from tasks.index import build_collection
-    from tasks.qdrant import open_client, switch_alias
-    from tasks.workspace import Workspace, atomic_write_json
+    from tasks.core.workspace import Workspace, atomic_write_json
+    from tasks.index.build import build_collection
+    from tasks.index.config import IndexConfig
+    from tasks.index.qdrant import open_client, switch_alias
 
     ws = Workspace(tmp_path_factory.mktemp("rerank") / "ws").ensure()
     records = _records()
@@ -66,10 +66,10 @@ def reranker(served):
     """`ragtune train-reranker`'s path on an SFT dataset of 36 training and 24 held-out questions: a
     cross-encoder trained from the packaged MiniLM (2 epochs of 2 questions per step: 36 steps, ~25 s on two
     idle cores), measured, then left without the `current.json` pointer (the tests add it where needed)."""
-    from tasks.config import SFTDataConfig
-    from tasks.rerank import rerankers_dir
-    from tasks.rerank_train import RerankerSettings, train_workspace_reranker
-    from tasks.workspace import write_jsonl, write_pointer
+    from tasks.core.workspace import write_jsonl, write_pointer
+    from tasks.index.rerank import rerankers_dir
+    from tasks.train.config import RerankerSettings, SFTDataConfig
+    from tasks.train.rerank_train import train_workspace_reranker
 
     ws = served["ws"]
     folder = ws.dataset_dir("sft") / "v-test"
@@ -90,8 +90,8 @@ def reranker(served):
 
 
 def _held_out_candidates(served, k: int = 20):
-    from tasks.config import SFTDataConfig
-    from tasks.sft import retrieve_contexts
+    from tasks.train.config import SFTDataConfig
+    from tasks.train.prompt import retrieve_contexts
 
     rows = served["held_out"]
     hits, _ = retrieve_contexts(served["ws"], [r["question"] for r in rows], SFTDataConfig(), k=k)
@@ -100,7 +100,7 @@ def _held_out_candidates(served, k: int = 20):
 
 @pytest.mark.slow
 def test_reranker_reorders_within_the_candidates_and_keeps_top_k(served, reranker):
-    from tasks.rerank import load_reranker, rerank_hits
+    from tasks.index.rerank import load_reranker, rerank_hits
 
     model = load_reranker(reranker["path"], 128)
     rows, cands = _held_out_candidates(served)
@@ -121,8 +121,8 @@ def test_reranker_reorders_within_the_candidates_and_keeps_top_k(served, reranke
 
 @pytest.mark.slow
 def test_empty_lists_and_reranking_off(served, reranker):
-    from tasks.config import RerankConfig
-    from tasks.rerank import load_reranker, rerank, rerank_hits
+    from tasks.index.config import RerankConfig
+    from tasks.index.rerank import load_reranker, rerank, rerank_hits
 
     model = load_reranker(reranker["path"], 128)
     assert rerank_hits(model, ["a?", "b?"], [[], []], 3) == [[], []]
@@ -137,10 +137,11 @@ def test_empty_lists_and_reranking_off(served, reranker):
 
 @pytest.mark.slow
 def test_retrieve_contexts_and_the_server_retriever_rerank(served, reranker):
-    from tasks.config import RerankConfig, SFTDataConfig
-    from tasks.rerank import load_reranker, rerank_hits
-    from tasks.serving.engine import Retriever
-    from tasks.sft import retrieve_contexts
+    from tasks.index.config import RerankConfig
+    from tasks.index.rerank import load_reranker, rerank_hits
+    from tasks.serve.engine import Retriever
+    from tasks.train.config import SFTDataConfig
+    from tasks.train.prompt import retrieve_contexts
 
     rows, cands = _held_out_candidates(served)
     rows, cands = rows[:8], cands[:8]
@@ -162,10 +163,11 @@ def test_retrieve_contexts_and_the_server_retriever_rerank(served, reranker):
 
 @pytest.mark.slow
 def test_trained_needs_a_trained_reranker_then_resolves_to_it(served, reranker):
-    from tasks.config import RerankConfig, SFTDataConfig
-    from tasks.rerank import NoTrainedRerankerError, pin_reranker, reranker_id, rerankers_dir
-    from tasks.sft import retrieve_contexts
-    from tasks.workspace import atomic_write_json
+    from tasks.core.workspace import atomic_write_json
+    from tasks.index.config import RerankConfig
+    from tasks.index.rerank import NoTrainedRerankerError, pin_reranker, reranker_id, rerankers_dir
+    from tasks.train.config import SFTDataConfig
+    from tasks.train.prompt import retrieve_contexts
 
     ws = served["ws"]
     trained = RerankConfig(model="trained", max_length=128)
@@ -183,16 +185,18 @@ def test_trained_needs_a_trained_reranker_then_resolves_to_it(served, reranker):
 
 
 def test_a_bi_encoder_is_not_taken_for_a_reranker():
-    from tasks.embed import PACKAGED_MODEL
-    from tasks.rerank import load_reranker
+    from tasks.index.embed import PACKAGED_MODEL
+    from tasks.index.rerank import load_reranker
 
     with pytest.raises(ValueError, match="bi-encoder"):
         load_reranker(PACKAGED_MODEL)
 
 
 def test_cache_key_names_the_reranker_only_when_it_is_on():
-    from tasks.ask import CACHE_FORMAT, cache_key
-    from tasks.config import AskConfig, RerankConfig, SFTDataConfig
+    from tasks.index.config import RerankConfig
+    from tasks.serve.ask import CACHE_FORMAT, cache_key
+    from tasks.serve.config import AskConfig
+    from tasks.train.config import SFTDataConfig
 
     cfg, data = AskConfig(), SFTDataConfig()
     before = {"q": "how many days", "index": "v1", "model": "v2", "format": CACHE_FORMAT,
@@ -212,9 +216,9 @@ def test_cache_key_names_the_reranker_only_when_it_is_on():
 def test_train_reranker_gates_the_pointer_and_reuses_a_run_on_the_same_inputs(served, reranker):
     from pathlib import Path
 
-    from tasks.config import SFTDataConfig
-    from tasks.rerank import current_reranker
-    from tasks.rerank_train import RerankerSettings, describe, train_workspace_reranker
+    from tasks.index.rerank import current_reranker
+    from tasks.train.config import RerankerSettings, SFTDataConfig
+    from tasks.train.rerank_train import describe, train_workspace_reranker
 
     folder = Path(reranker["path"])
     assert (folder / "model.safetensors").is_file() and (folder / "meta.json").is_file()

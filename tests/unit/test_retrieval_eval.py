@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from tasks.retrieval_eval import doc_run, load_qrels, score_runs
+from tasks.index.retrieval_eval import doc_run, load_qrels, score_runs
 
 
 def test_metrics_known_values():
@@ -49,9 +49,9 @@ QRELS = {"q1": "d1", "q2": "d3", "q3": "d5"}
 @pytest.mark.parametrize(("mode", "engine"), [("dense", "edge"), ("sparse", "edge"), ("hybrid", "edge"),
                                              ("hybrid", "local")])
 def test_eval_on_tiny_beir_set(tmp_path, mode, engine):
-    from tasks.config import IndexConfig
-    from tasks.qdrant import open_local
-    from tasks.retrieval_eval import evaluate_retrieval
+    from tasks.index.config import IndexConfig
+    from tasks.index.qdrant import open_local
+    from tasks.index.retrieval_eval import evaluate_retrieval
 
     (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in TINY))
     (tmp_path / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in QUERIES.items()))

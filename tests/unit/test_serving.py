@@ -10,8 +10,8 @@ import pytest
 
 
 def test_check_question_refuses_what_is_not_a_question():
-    from tasks.serving.config import GuardrailConfig
-    from tasks.serving.guardrails import GuardrailError, check_question
+    from tasks.serve.config import GuardrailConfig
+    from tasks.serve.guardrails import GuardrailError, check_question
 
     cfg = GuardrailConfig(max_question_chars=20)
     assert check_question("  How long?\n", cfg) == "How long?"
@@ -37,14 +37,14 @@ def test_check_question_refuses_what_is_not_a_question():
     ("The system prompt of the chatbot is configured in the admin panel.", []),
 ])
 def test_injection_patterns_flag_attacks_not_ordinary_questions(text, names):
-    from tasks.serving.guardrails import find_injection
+    from tasks.serve.guardrails import find_injection
 
     assert find_injection(text) == names
 
 
 def test_redaction_and_blocklist(tmp_path):
-    from tasks.serving.config import GuardrailConfig
-    from tasks.serving.guardrails import blocked_terms, redact
+    from tasks.serve.config import GuardrailConfig
+    from tasks.serve.guardrails import blocked_terms, redact
 
     text, counts = redact("mail ana@example.com or call +1 415 555 0100", GuardrailConfig())
     assert "ana@" not in text and counts == {"email": 1, "phone": 1}
@@ -57,7 +57,7 @@ def test_redaction_and_blocklist(tmp_path):
 
 
 def test_threshold_choice_balances_answered_and_refused():
-    from tasks.serving.guardrails import choose_threshold
+    from tasks.serve.guardrails import choose_threshold
 
     in_domain = [(0.8, True), (0.7, True), (0.6, True), (0.5, False), (0.45, True)]
     off_topic = [0.1, 0.2, 0.3, 0.5]
@@ -70,9 +70,9 @@ def test_threshold_choice_balances_answered_and_refused():
 
 
 def test_support_threshold_sources(ws):
-    from tasks.serving.config import GuardrailConfig
-    from tasks.serving.guardrails import DEFAULT_SUPPORT, calibration_path, support_threshold
-    from tasks.workspace import atomic_write_json
+    from tasks.core.workspace import atomic_write_json
+    from tasks.serve.config import GuardrailConfig
+    from tasks.serve.guardrails import DEFAULT_SUPPORT, calibration_path, support_threshold
 
     assert support_threshold(ws, GuardrailConfig())[0] == DEFAULT_SUPPORT
     atomic_write_json(calibration_path(ws), {"threshold": 0.41, "questions": 30})
@@ -83,8 +83,8 @@ def test_support_threshold_sources(ws):
 def test_request_log_segments_rotate_into_a_versioned_dataset_with_fates(ws):
     import pandas as pd
 
-    from tasks.serving.requestlog import REQUESTS, SegmentWriter, find_request, log_dir, read_records, rotate
-    from tasks.workspace import read_jsonl
+    from tasks.core.workspace import read_jsonl
+    from tasks.serve.requestlog import REQUESTS, SegmentWriter, find_request, log_dir, read_records, rotate
 
     w = SegmentWriter(ws, REQUESTS, max_records=3)
     for i in range(7):
@@ -114,7 +114,7 @@ def test_request_log_segments_rotate_into_a_versioned_dataset_with_fates(ws):
 
 
 def test_rotation_killed_while_moving_segments_ends_in_the_same_state(ws):
-    from tasks.serving.requestlog import REQUESTS, SegmentWriter, log_dir, rotate
+    from tasks.serve.requestlog import REQUESTS, SegmentWriter, log_dir, rotate
 
     w = SegmentWriter(ws, REQUESTS, max_records=1)
     for i in range(3):
@@ -128,7 +128,7 @@ def test_rotation_killed_while_moving_segments_ends_in_the_same_state(ws):
 
 
 def test_segments_of_a_stopped_server_are_closed_by_rotation(ws):
-    from tasks.serving.requestlog import REQUESTS, log_dir, owner_alive, rotate
+    from tasks.serve.requestlog import REQUESTS, log_dir, owner_alive, rotate
 
     seg = log_dir(ws, REQUESTS) / "segments"
     seg.mkdir(parents=True)
@@ -142,8 +142,8 @@ def test_segments_of_a_stopped_server_are_closed_by_rotation(ws):
 def test_batcher_generates_concurrent_questions_together_with_the_answers_of_serial_generation(base_model_dir):
     """The server's batch function sheds finished rows; its answers are `generate`'s, for answers of every length
     (some end at once, some run to the limit)."""
-    from tasks.generate import generate, load_systems
-    from tasks.serving.engine import Batcher, generator
+    from tasks.serve.engine import Batcher, generator
+    from tasks.train.generate import generate, load_systems
 
     model, tok = load_systems(base_model_dir, {})
     prompts = [[{"role": "user", "content": q}] for q in ("What is 2+2?", "Name a colour.", "Say hello.",
@@ -172,7 +172,7 @@ def test_batcher_generates_concurrent_questions_together_with_the_answers_of_ser
 
 @pytest.mark.slow
 def test_shedding_finished_rows_gives_the_answers_of_generate(base_model_dir):
-    from tasks.generate import generate, generate_shrinking, load_systems
+    from tasks.train.generate import generate, generate_shrinking, load_systems
 
     model, tok = load_systems(base_model_dir, {})
     questions = ["Reply with one word: yes.", "Count from one to twenty in words.", "What is 2+2? Answer with a digit.",

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 
-from tasks.sft import (
-    assign_split,
-    build_messages,
+from tasks.train.prompt import build_messages, format_context
+from tasks.train.sft import (
     drop_duplicates,
-    format_context,
     normalize_question,
     paraphrase_groups,
     read_qa_files,
 )
+from tasks.train.splits import assign_split
 
 
 def test_read_qa_files_gives_every_bad_line_a_reason(tmp_path):
@@ -36,7 +35,7 @@ def test_read_qa_files_gives_every_bad_line_a_reason(tmp_path):
 
 
 def test_duplicates_by_normalised_question_keep_the_first():
-    from tasks.sft import QAItem
+    from tasks.train.sft import QAItem
 
     items = [QAItem("u1", "1", "How many days of leave?", "28"), QAItem("u2", "2", "how many DAYS of leave", "28"),
              QAItem("u3", "3", "How many days of leave?!", "30"), QAItem("u4", "4", "Who approves travel?", "Ops")]
@@ -79,7 +78,7 @@ def test_length_buckets_cover_every_example_once_with_little_padding():
 
     import torch
 
-    from tasks.train import length_bucketed_order
+    from tasks.train.train import length_bucketed_order
 
     rng = random.Random(0)
     lengths = [rng.randint(40, 400) for _ in range(211)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.sparse import SparseParams, analyze, document_vector, query_vector, term_index
+from tasks.index.sparse import SparseParams, analyze, document_vector, query_vector, term_index
 
 
 def test_analyzer_stems_and_drops_stop_words():

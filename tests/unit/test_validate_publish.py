@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.config import ValidateConfig
-from tasks.publish import dataset_version, load_dataset_version, manifest_lines, publish_dataset
-from tasks.records import Fate, read_fates, read_records, write_fates, write_records
-from tasks.validate import QuarantineLimitExceeded, check_quarantine_policy, validate_records
+from tasks.core.records import Fate, read_fates, read_records, write_fates, write_records
+from tasks.ingest.config import ValidateConfig
+from tasks.ingest.publish import dataset_version, load_dataset_version, manifest_lines, publish_dataset
+from tasks.ingest.validate import QuarantineLimitExceeded, check_quarantine_policy, validate_records
 from tests.conftest import GOOD_TEXT
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.provenance import provenance
-from tasks.workspace import (
+from tasks.core.provenance import provenance
+from tasks.core.workspace import (
     Workspace,
     WorkspaceBusyError,
     atomic_write_text,

@@ -1,0 +1,12 @@
+"""Serving, monitoring and feedback: the end of the loop after promotion (`ask` answers one question from the
+CLI with the same retrieval, prompt and guardrails).
+
+- `app.create_app` / `app.run`: the ASGI server (`ragtune serve`) that keeps the champion and the served index loaded,
+  answers `/v1/ask`, takes `/v1/feedback`, reports `/healthz`, `/readyz`, `/metrics`, serves the chat page, and hot
+  swaps model and index when their aliases move (`engine`, with batched generation).
+- `guardrails`: input limits, PII redaction, prompt-injection flags, the safety blocklist and the calibrated
+  "not found in the documents" threshold.
+- `requestlog`: the append-only request log and feedback inbox, rotated into versioned datasets.
+- `monitor`: the figures of a monitoring window and the rules that make it degraded (`flows/monitor.py`).
+- `feedback`: votes and corrections turned into reviewed Q/A pairs for the next training run.
+- `config`: the typed settings of all of the above."""

@@ -1,0 +1,415 @@
+"""train: QLoRA supervised fine-tuning with TRL's SFTTrainer and PEFT — 4-bit NF4 with bf16 compute on CUDA and on
+CPUs with bf16 instructions (float32 on others; bitsandbytes 0.50 runs NF4 on CPU), or plain LoRA when bitsandbytes
+is unavailable."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.core.provenance import provenance
+from tasks.core.workspace import Workspace, atomic_write_json, new_run_id, read_json, utc_now
+from tasks.index.served import served
+from tasks.ingest.publish import latest_version
+from tasks.train.config import TrainConfig
+from tasks.train.model import load_tokenizer, resolve_base_model
+from tasks.train.sft import build_sft_dataset, load_split
+
+log = logging.getLogger("ragtune.train")
+StepReport = Callable[[int, int, float | None, float | None], None]  # (step, max_steps, loss, eval_loss)
+
+
+class TrainingError(RuntimeError):
+    """A training run that cannot start or did not produce an adapter."""
+
+
+# --- small pure factories -------------------------------------------------------------------------
+
+def choose_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AVX-512 BF16 or AMX: bf16 matrix products run about twice as fast as float32 on such a CPU (measured on
+    this project's 2-core machine: a 135M-parameter forward and backward pass 13.7 s vs 25.7 s)."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def compute_dtype(device: str, precision: str = "auto") -> Any:
+    """bf16 or float32 for matrix products: `auto` picks bf16 on CUDA devices that support it and on CPUs with
+    bf16 instructions."""
+    import torch
+
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+def bitsandbytes_available() -> bool:
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception:  # an import error or a broken native library: train without it
+        return False
+    return True
+
+
+def build_quantization_config(dtype: Any) -> Any:
+    """4-bit NF4 with double quantisation, dequantised to `dtype` (bf16 where it is fast) for the products."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=dtype)
+
+
+def build_lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05,
+                      target_modules: str | list[str] = "all-linear", use_dora: bool = False) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none",
+                      use_dora=use_dora, task_type="CAUSAL_LM")
+
+
+def build_sft_args(cfg: TrainConfig, output_dir: Path, device: str, max_length: int, bf16: bool) -> Any:
+    """SFTConfig: loss on the completion (the assistant answer) only, eval + checkpoints every N steps, the
+    best checkpoint by validation loss loaded at the end, cosine schedule with warmup, length grouping."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay, seed=cfg.seed, data_seed=cfg.seed, logging_steps=1,
+        eval_strategy="steps", eval_steps=cfg.eval_steps, save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+        max_length=max_length, completion_only_loss=True,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        activation_checkpointing=cfg.gradient_checkpointing, bf16=bf16, use_cpu=device == "cpu",
+        dataloader_num_workers=0, report_to="none", include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True, save_only_model=False, eval_on_start=True,
+    )
+
+
+def length_bucketed_order(lengths: list[int], batch_size: int, generator: Any, megabatch: int = 64) -> list[int]:
+    """Indices ordered so that each run of `batch_size` holds examples of similar length: shuffle, sort within
+    mega-batches of `megabatch` batches, cut into batches, shuffle the batches, then put the batch with the
+    longest example first (an out-of-memory error shows on the first step, not hours later). Transformers'
+    length grouping sorts within mega-batches of at most a quarter of a small dataset, which on the sample
+    Q/A set left 10% of every batch as padding."""
+    import torch
+
+    perm = torch.randperm(len(lengths), generator=generator).tolist()
+    size = batch_size * megabatch
+    batches: list[list[int]] = []
+    rest: list[int] = []
+    for start in range(0, len(perm), size):
+        chunk = sorted(perm[start:start + size], key=lambda i: -lengths[i])
+        cut = len(chunk) - len(chunk) % batch_size
+        batches += [chunk[i:i + batch_size] for i in range(0, cut, batch_size)]
+        rest += chunk[cut:]
+    batches = [batches[b] for b in torch.randperm(len(batches), generator=generator).tolist()]
+    rest = sorted(rest, key=lambda i: -lengths[i])  # leftovers: full batches, then the one short batch, last
+    tail = [rest[i:i + batch_size] for i in range(0, len(rest), batch_size)]
+    if batches:
+        longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
+        batches.insert(0, batches.pop(longest))
+    return [i for b in [*batches, *tail] for i in b]
+
+
+def sft_trainer_class() -> type:
+    """TRL's SFTTrainer with length-bucketed batches (`length_bucketed_order`) and, on CPU, the loss from the
+    model's own cross-entropy on TRL's completion-only labels. TRL scores tokens with a chunked log-probability
+    head whose CPU fallback (no Triton kernel) costs about a third of each step here; the loss is the same
+    (tested) and the per-step entropy and token accuracy are not logged on CPU."""
+    import torch
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class LengthBuckets(torch.utils.data.Sampler):
+        """Each epoch's order comes from (seed, epoch) alone, so a run resumed mid-epoch sees the same batches."""
+
+        def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
+            self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+        def set_epoch(self, epoch: int) -> None:  # called by the Trainer before each epoch
+            self.epoch = epoch
+
+        def __len__(self) -> int:
+            return len(self.lengths)
+
+        def __iter__(self):
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            return iter(length_bucketed_order(self.lengths, self.batch_size, g))
+
+    class RagtuneSFTTrainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            if self.args.train_sampling_strategy != "group_by_length" or "input_ids" not in dataset.column_names:
+                return super()._get_train_sampler(train_dataset)
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return LengthBuckets([len(x) for x in dataset["input_ids"]], batch, self.args.data_seed or self.args.seed)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.args.device.type != "cpu" or return_outputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return Trainer.compute_loss(self, model, {**inputs, "use_cache": False},
+                                        num_items_in_batch=num_items_in_batch)
+
+    return RagtuneSFTTrainer
+
+
+def weights_digest(model: Any, trainable: bool) -> str:
+    """sha256 over the trainable (adapter) or the frozen (base) parameters, to prove which ones training changed."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters(), key=lambda x: x[0]):
+        if bool(p.requires_grad) == trainable:
+            h.update(name.encode())
+            h.update(p.detach().cpu().contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def to_prompt_completion(row: dict[str, Any]) -> dict[str, Any]:
+    """Chat `messages` -> TRL's conversational prompt-completion form (the loss covers the completion only)."""
+    msgs = row["messages"]
+    if not msgs or msgs[-1]["role"] != "assistant":
+        raise ValueError(f"example {row.get('id')}: the last message must be the assistant's")
+    return {"prompt": msgs[:-1], "completion": msgs[-1:]}
+
+
+def disable_bnb_cpu_repack(model: Any) -> int:
+    """bitsandbytes 0.50 repacks a 4-bit weight in place for CPU inference the first time a layer runs in eval
+    mode (evaluation, generate); later backward passes then go through an op without an autograd kernel and
+    the LoRA gradients are wrong. Turning the repack off keeps training correct after evaluations."""
+    import bitsandbytes as bnb
+
+    n = 0
+    for mod in model.modules():
+        if isinstance(mod, bnb.nn.Linear4bit):
+            mod.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
+
+
+def load_base_model(path: str, device: str, quantize: bool, dtype: Any) -> Any:
+    """Base weights from safetensors only, never remote code; 4-bit NF4 when `quantize`; the frozen weights in
+    `dtype` (the adapter's trainable weights stay float32: the trainer's autocast does the bf16 products)."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": False}
+    if quantize:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, quantization_config=build_quantization_config(dtype), device_map=device, dtype=dtype, **kwargs)
+        if device == "cpu":
+            disable_bnb_cpu_repack(model)
+        return model
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs).to(device)
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    run_id: str
+    adapter_dir: str
+    steps: int
+    train_loss: float | None
+    eval_loss: float | None
+    device: str
+    quantized: bool
+    dataset_version: str
+    trained: bool  # False when the run had finished before (nothing was trained again)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    tokens_per_s: float | None = None
+
+
+def _callbacks(max_steps: int, report: StepReport | None, patience: int) -> list[Any]:
+    from transformers import EarlyStoppingCallback, TrainerCallback
+
+    class History(TrainerCallback):
+        """Train and eval losses arrive in separate `on_log` calls for the same step."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if report and ("loss" in logs or "eval_loss" in logs):
+                report(state.global_step, max_steps, logs.get("loss"), logs.get("eval_loss"))
+
+    return [History(), EarlyStoppingCallback(early_stopping_patience=patience)]
+
+
+def run_dir(ws: Workspace, run_id: str) -> Path:
+    return ws.models / run_id
+
+
+def train(ws: Workspace, cfg: TrainConfig, report: StepReport | None = None) -> TrainResult:
+    """Build (or reuse) the SFT dataset, train the adapter, write `models/<run_id>/`. An interrupted run with
+    the same run id continues from its last checkpoint on the same dataset version; a finished one is not
+    trained again."""
+    from datasets import Dataset
+
+    run_id = cfg.run_id or new_run_id()
+    out = run_dir(ws, run_id)
+    meta = read_json(out / "meta.json", default=None)
+    if meta and meta.get("status") == "complete":
+        log.info("training run %s finished before: not training again", run_id)
+        return TrainResult(run_id, meta["adapter_dir"], meta["steps"], meta["metrics"].get("train_loss"),
+                           meta["metrics"].get("eval_loss"), meta["device"], meta["quantized"],
+                           meta["dataset_version"], False, meta.get("history", []), meta.get("tokens_per_s"))
+    started = read_json(out / "run.json", default=None)
+    if started and started.get("config_fingerprint") != _train_fingerprint(cfg):
+        raise TrainingError(f"run {run_id} was started with another configuration; use a new run id")
+    base_path = resolve_base_model(ws, cfg.base_model)
+    tokenizer = load_tokenizer(base_path)
+    if started:  # resume on exactly the data the run started with
+        dataset_version, dataset_dir = started["dataset_version"], started["dataset_dir"]
+        index_version, docs_version = started.get("index_version"), started.get("docs_dataset_version")
+    else:
+        sft = build_sft_dataset(ws, cfg.data, tokenizer, cfg.base_model, run_id)
+        dataset_version, dataset_dir, index_version = sft.version, sft.path, sft.index_version
+        docs_version = documents_version(ws, cfg)
+    device = choose_device()
+    quantized = cfg.quantization == "4bit" or (cfg.quantization == "auto" and bitsandbytes_available())
+    if quantized and not bitsandbytes_available():
+        raise TrainingError("quantization: 4bit needs bitsandbytes, which cannot be imported here")
+    if not started:
+        atomic_write_json(out / "run.json", {"run_id": run_id, "started_at": utc_now(),
+                                             "config_fingerprint": _train_fingerprint(cfg),
+                                             "dataset_version": dataset_version, "dataset_dir": dataset_dir,
+                                             "index_version": index_version, "docs_dataset_version": docs_version})
+    splits = {s: [to_prompt_completion(r) for r in load_split(dataset_dir, s)] for s in ("train", "validation")}
+    if not splits["train"] or not splits["validation"]:
+        raise TrainingError(f"SFT dataset {dataset_version} needs train and validation examples "
+                            f"({len(splits['train'])} / {len(splits['validation'])})")
+    dtype = compute_dtype(device, cfg.precision)
+    bf16 = str(dtype) == "torch.bfloat16"
+    model = load_base_model(base_path, device, quantized, dtype)
+    ckpt_dir = out / "checkpoints"
+    trainer = sft_trainer_class()(
+        model=model, args=build_sft_args(cfg, ckpt_dir, device, cfg.data.max_length, bf16),
+        train_dataset=Dataset.from_list(splits["train"]), eval_dataset=Dataset.from_list(splits["validation"]),
+        processing_class=tokenizer,
+        peft_config=build_lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, cfg.use_dora),
+        callbacks=_callbacks(cfg.max_steps, report, cfg.early_stopping_patience),
+    )
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; the History callback reports them
+    if quantized and device == "cpu":  # TRL keeps adapters of k-bit models in bf16: float32 master weights here
+        for p in trainer.model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    resume = last_complete_checkpoint(ckpt_dir)
+    digests = {"base": weights_digest(trainer.model, False), "adapter": weights_digest(trainer.model, True)}
+    t = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=resume)
+    wall = time.perf_counter() - t
+    state = trainer.state
+    final_eval = loaded_eval_loss(state)
+    if final_eval is None:  # the weights in hand were never evaluated (say, the step-0 evaluation was best)
+        final_eval = trainer.evaluate()["eval_loss"]
+    weights = {"base_unchanged": weights_digest(trainer.model, False) == digests["base"],
+               "adapter_changed": weights_digest(trainer.model, True) != digests["adapter"]}
+    if not weights["base_unchanged"]:
+        raise TrainingError("training changed base weights; only the adapter may change")
+    history = _logged(state.log_history)  # includes what an interrupted part logged before its checkpoint
+    staging = out / ".adapter-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))  # a PeftModel saves the adapter only (safetensors)
+    tokenizer.save_pretrained(str(staging))
+    adapter = out / "adapter"
+    shutil.rmtree(adapter, ignore_errors=True)
+    staging.rename(adapter)
+    tokens = state.num_input_tokens_seen or 0
+    metrics = {"train_loss": output.training_loss, "eval_loss": final_eval, "best_eval_loss": state.best_metric,
+               "best_checkpoint_step": _step_of(state.best_model_checkpoint), "steps": state.global_step,
+               "train_runtime_s": round(wall, 2)}
+    result = TrainResult(run_id, str(adapter), state.global_step, output.training_loss, final_eval, device, quantized,
+                         dataset_version, True, history, tokens / wall if resume is None and wall else None)
+    atomic_write_json(out / "meta.json", {
+        "status": "complete", "run_id": run_id, "adapter_dir": str(adapter), "base_model": cfg.base_model,
+        "base_model_path": base_path, "tokenizer": cfg.base_model, "dataset": cfg.data.dataset,
+        "dataset_version": dataset_version, "index_version": index_version, "docs_dataset_version": docs_version,
+        "config": cfg.model_dump(mode="json"),
+        "metrics": metrics, "weights": weights, "history": history, "steps": state.global_step, "device": device,
+        "quantized": quantized, "quantization": "nf4-double-quant" if quantized else "none",
+        "compute_dtype": "bfloat16" if bf16 else "float32", "resumed_from": _step_of(resume),
+        "tokens_seen": tokens, "tokens_per_s": result.tokens_per_s, "finished_at": utc_now(), **provenance(),
+    })
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the adapter and meta.json are the output
+    log.info("training run %s: %d steps, train loss %.4f, eval loss %.4f (%s, %s)", run_id, state.global_step,
+             output.training_loss, final_eval, device, "4-bit" if quantized else "no quantisation")
+    return result
+
+
+def loaded_eval_loss(state: Any) -> float | None:
+    """The validation loss of the weights the trainer holds after training: the best checkpoint's, which
+    `load_best_model_at_end` loaded, when its evaluation is in the log (evaluation is deterministic, so
+    evaluating again would only cost time)."""
+    step = _step_of(state.best_model_checkpoint)
+    if step is None:
+        return None
+    for h in state.log_history:
+        if h.get("step") == step and "eval_loss" in h and h["eval_loss"] == state.best_metric:
+            return float(h["eval_loss"])
+    return None
+
+
+def documents_version(ws: Workspace, cfg: TrainConfig) -> str | None:
+    """The document dataset version the run's world was built from: the served index's (retrieved context
+    comes from it), else the latest published one. The retraining policy compares against it."""
+    if cfg.data.rag_context:
+        index = served(ws, cfg.data.index_name)
+        if index and index.meta.get("dataset_version"):
+            return index.meta["dataset_version"]
+    return latest_version(ws)
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest `checkpoint-N` holding its trainer state, optimizer and adapter (a process killed while
+    writing one leaves it torn: the one before is used)."""
+    if not ckpt_dir.is_dir():
+        return None
+    need = ("trainer_state.json", "optimizer.pt", "adapter_model.safetensors")
+    done = [p for p in ckpt_dir.glob("checkpoint-*") if _step_of(str(p)) is not None and all((p / f).exists() for f in need)]
+    return str(max(done, key=lambda p: _step_of(str(p)))) if done else None
+
+
+def _train_fingerprint(cfg: TrainConfig) -> str:
+    return cfg.model_copy(update={"run_id": None}).fingerprint()
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    if not checkpoint:
+        return None
+    try:
+        return int(Path(checkpoint).name.rsplit("-", 1)[-1])
+    except ValueError:
+        return None
+
+
+def _logged(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"step": h.get("step"), "loss": h.get("loss"), "eval_loss": h.get("eval_loss")}
+            for h in log_history if "loss" in h or "eval_loss" in h]
+
+
+def result_dict(r: TrainResult) -> dict[str, Any]:
+    d = asdict(r)
+    for k in ("train_loss", "eval_loss"):
+        if d[k] is not None and not math.isfinite(d[k]):
+            d[k] = None
+    return d

@@ -9,4 +9,8 @@
 - `evaluate`: answer and retrieval metrics, the gate, promotion, reports, and the RAG / fine-tuning comparison.
 - `serve`: `ragtune ask`, the HTTP server, guardrails, the request log, monitoring and feedback.
 
-Nothing here imports Prefect: the `@task` wrappers, artifacts, events, locks and task runners live in `flows/`."""
+Nothing here imports Prefect: the `@task` wrappers, artifacts, events, locks and task runners live in `flows/`.
+Project modules are imported at module top. Heavy or optional libraries (torch, transformers, peft, trl,
+bitsandbytes, sentence-transformers, qdrant-client, Great Expectations, pandas, pyarrow, matplotlib, the Office and
+PDF parsers) are imported inside the functions that use them, so that importing a stage, and `ragtune --help`,
+does not load a deep-learning stack it may never use."""

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 DEFAULT_HOME = ".ragtune"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -82,7 +84,6 @@ class Workspace:
 
     def lock(self, name: str, timeout_s: float = 0.0):
         """An exclusive inter-process lock for one stage (a `filelock.FileLock` context manager)."""
-        from filelock import FileLock, Timeout
 
         self.root.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.root / f".{name}.lock"))

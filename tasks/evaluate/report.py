@@ -8,6 +8,8 @@ import io
 from html import escape
 from typing import Any
 
+import numpy as np
+
 from tasks.evaluate.attribution import ADVICE, KINDS, LABELS
 
 METRICS = [("token_f1", "token F1", "{:.3f}"), ("exact_match", "exact match", "{:.3f}"),
@@ -63,7 +65,6 @@ def metric_chart(metrics: dict[str, dict[str, float]]) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     names = [("token_f1", "token F1"), ("exact_match", "EM"), ("rouge_l", "ROUGE-L"), ("bleu", "BLEU/100")]
     systems = list(metrics)

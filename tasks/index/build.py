@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,7 +110,6 @@ def create_collection(client: Any, collection: str, dim: int, payload_fields: li
         vectors_config={"dense": models.VectorParams(size=dim, distance=models.Distance.COSINE)},
         sparse_vectors_config={"sparse": models.SparseVectorParams(modifier=models.Modifier.IDF)},
     )
-    import warnings
 
     with warnings.catch_warnings():  # local mode ignores payload indexes (and says so); servers use them
         warnings.filterwarnings("ignore", message="Payload indexes have no effect")

@@ -15,6 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from tasks.core.workspace import atomic_write_json, read_json
 
 MARKER = "ragtune-collection.json"  # written once a shard is created: a folder without it is debris
@@ -38,8 +40,6 @@ class EdgeClient:
     One process at a time (an exclusive file lock, held until `close`), like qdrant-client's local mode."""
 
     def __init__(self, root: str | Path, wait_s: float = 0.0) -> None:
-        from filelock import FileLock, Timeout
-
         self.root = Path(root)
         (self.root / "collections").mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.root / ".lock"))

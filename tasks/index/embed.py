@@ -8,6 +8,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+
 log = logging.getLogger("ragtune.embed")
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
 
@@ -49,7 +51,6 @@ def embed_texts(texts: list[str], model_name: str = PACKAGED_MODEL, batch_size: 
     """Normalised float32 vectors, one per text. Texts are sorted by length once, over all of them (the
     way sentence-transformers sorts inside one `encode` call), then encoded in large parts of that order so
     that `progress(done, total)` can be reported without giving up the padding savings of the sort."""
-    import numpy as np
 
     if not texts:
         return np.zeros((0, embedding_dim(model_name)), dtype=np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,6 @@ def busy_wait_s() -> float:
 
 def open_local(path: Path, engine: str | None = None, wait_s: float | None = None) -> Any:
     """An embedded Qdrant at `path` (one process at a time); `QdrantBusyError` when another process has it."""
-    import time
 
     wait_s = busy_wait_s() if wait_s is None else wait_s
     engine = engine or local_engine()

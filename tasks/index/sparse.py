@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
+import xxhash
+
 # Lucene's default English stop set (the one Anserini's BM25 baselines use)
 ENGLISH_STOPWORDS = frozenset(
     ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was", "will", "with"]
@@ -48,7 +50,6 @@ def analyze(text: str, params: SparseParams = SparseParams()) -> list[str]:  # n
 
 def term_index(term: str) -> int:
     """A stable 31-bit index for a term (xxh32), the same in every process and run."""
-    import xxhash
 
     return xxhash.xxh32_intdigest(term.encode("utf-8", "surrogatepass")) & 0x7FFFFFFF
 

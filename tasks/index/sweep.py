@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tasks.core.config import update_workspace_config
 from tasks.core.workspace import Workspace, read_json
 from tasks.index.build import _load_records, build_collection
@@ -27,7 +29,6 @@ def grid(cfg: SweepConfig) -> list[tuple[int, int]]:
 
 def embed_queries(cfg: SweepConfig, out: Path) -> Path:
     """Embed the labelled questions once for the whole sweep (the chunking does not change them) into `out`."""
-    import numpy as np
 
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, embed_texts([q for q, _ in load_labelled_queries(cfg.queries)], cfg.index.embedding_model))
@@ -38,7 +39,6 @@ def score_setting(ws: Workspace, cfg: SweepConfig, dataset_version: str, size: i
                   query_vectors: Path | None = None) -> list[dict[str, Any]]:
     """Build the setting's collection in its own scratch engine folder and score each mode; one row per mode.
     `query_vectors`: the questions' embeddings from `embed_queries` (computed here when not given)."""
-    import numpy as np
 
     icfg = cfg.index.model_copy(update={"chunk_size": size, "chunk_overlap": overlap, "dataset_version": dataset_version})
     IndexConfig.model_validate(icfg.model_dump())  # the same cross-field checks as a real index config

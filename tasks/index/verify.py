@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,6 @@ from tasks.index.search import search_collection
 
 def load_labelled_queries(path: str | Path) -> list[tuple[str, set[str]]]:
     """(question, relevant doc ids) from JSONL lines with `question` (or `query`) and `doc_id` (or `doc_ids`)."""
-    import json
 
     out: list[tuple[str, set[str]]] = []
     for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):

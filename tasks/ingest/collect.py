@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tasks.core.config import resolve_local_source
 from tasks.core.records import Fate, sha256_text, write_fates, write_records
@@ -177,8 +178,6 @@ def _iter_source(src: Source, entries: list[FileEntry], config: CollectConfig, f
 
 
 def urlpath(url: str) -> str:
-    from urllib.parse import urlsplit
-
     return urlsplit(url).path or "/"
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+from difflib import SequenceMatcher
 from functools import lru_cache
 
 import numpy as np
+import xxhash
 
 # Words in scripts that separate them with spaces; one token per character for scripts that do not
 # (CJK ideographs, kana, Thai, Lao, Myanmar, Khmer), so that shingles mean the same in every language.
@@ -46,7 +49,6 @@ def tokens(text: str) -> list[str]:
 def signature(text: str, num_perm: int = 128, shingle_size: int = 5, seed: int = 1,
               toks: list[str] | None = None) -> np.ndarray:
     """MinHash signature (uint32[num_perm]) of the text's token shingles, computed with numpy."""
-    import xxhash
 
     toks = tokens(text) if toks is None else toks
     if not toks:
@@ -72,7 +74,6 @@ _NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
 def template_key(text: str) -> tuple[tuple[str, ...], str]:
     """A text as a filled-in template: its numbers in order ("4.71", "2026-01-05", "18:00"), and a hash of its
     wording with the numbers taken out."""
-    import hashlib
 
     wording = " ".join(_NUMBER.sub("#", text).split())
     return tuple(_NUMBER.findall(text)), hashlib.sha1(wording.encode("utf-8", "surrogatepass")).hexdigest()
@@ -85,7 +86,6 @@ def other_values(a: tuple[tuple[str, ...], str], b: tuple[tuple[str, ...], str])
     (nums_a, wording_a), (nums_b, wording_b) = a, b
     if nums_a == nums_b or wording_a != wording_b:
         return False
-    from difflib import SequenceMatcher
 
     return any(op == "replace" for op, *_ in SequenceMatcher(None, nums_a, nums_b, autojunk=False).get_opcodes())
 

@@ -9,6 +9,7 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 from tasks.core.records import sha256_text
@@ -214,7 +215,6 @@ def profile_for(cfg: CleanConfig, source_uri: str) -> str:
 def keep_match(patterns: list[str], unit: str, doc_id: str) -> str | None:
     """The first `keep` glob that matches the unit, the document id or (for a pattern without a slash) the
     file name; None when none does."""
-    from fnmatch import fnmatchcase
 
     names = {unit, doc_id, doc_id.split("#", 1)[0], unit.split("#", 1)[0]}
     base = {n.rsplit("/", 1)[-1] for n in names}

@@ -8,6 +8,7 @@ import logging
 import statistics
 from collections import Counter
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,6 @@ def select_fates(lines: list[dict[str, Any]], fate: str | None = None, reason: s
                  unit: str | None = None) -> list[dict[str, Any]]:
     """Manifest lines with this fate, a reason whose code is `reason` (or which contains it), and a unit or
     document id matching the glob `unit`."""
-    from fnmatch import fnmatchcase
 
     out = []
     for m in lines:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
+
+import yaml
 
 from tasks.core.records import sha256_bytes, sha256_text
 from tasks.ingest import formats
@@ -68,7 +71,6 @@ def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
     m = _FRONT_MATTER.match(text)
     if not m:
         return {}, text
-    import yaml
 
     try:
         meta = yaml.safe_load(m.group(1))
@@ -130,8 +132,6 @@ def _parse_text(data: bytes, fmt: str, unit: str, doc_id: str, raw_hash: str) ->
 
 
 def _parse_pdf(data: bytes, unit: str, doc_id: str, raw_hash: str) -> Parsed:
-    import logging
-
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 

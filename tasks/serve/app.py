@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections import OrderedDict
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +163,6 @@ def log_record(request_id: str, started: float, out: dict[str, Any], status: int
 
 def create_app(ws: Workspace | None = None, cfg: ServeConfig | None = None) -> Any:
     """The FastAPI app; the engine starts loading in the background when the app starts."""
-    from contextlib import asynccontextmanager
 
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -307,7 +309,6 @@ def app_from_env() -> Any:
 
 def run(cfg: ServeConfig, ws: Workspace | None = None) -> None:
     """Serve until interrupted (uvicorn; several worker processes with `cfg.workers`)."""
-    import tempfile
 
     import uvicorn
 
@@ -322,7 +323,5 @@ def run(cfg: ServeConfig, ws: Workspace | None = None) -> None:
                     log_level="info", access_log=False, timeout_graceful_shutdown=30)
     finally:
         if made:  # the metric files of this server's workers; a new server starts from zero
-            import shutil
-
             shutil.rmtree(made, ignore_errors=True)
 

@@ -3,6 +3,7 @@ greedy generation, and the likelihood of reference answers (for perplexity). Wei
 
 from __future__ import annotations
 
+import inspect
 import logging
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,8 +130,6 @@ def generate_shrinking(model: Any, tokenizer: Any, prompts: list[list[dict[str, 
     out: list[list[int]] = [[] for _ in ids]
     alive = list(range(len(ids)))  # original index of each row still generating
     with torch.inference_mode():
-        import inspect
-
         keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
         res = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **keep_last)
         cache, last = res.cache, positions[:, -1]

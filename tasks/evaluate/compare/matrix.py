@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tasks.core.provenance import file_digest
 from tasks.core.workspace import Workspace, read_json
 from tasks.evaluate.attribution import attribute_all, shares
@@ -112,7 +114,6 @@ def run_cells(base_path: str, adapter_dir: str, rows: list[dict[str, Any]], inpu
 def score_cells(rows: list[dict[str, Any]], inputs: dict[str, dict[str, Any]], cells: dict[str, dict[str, Any]],
                 cfg: CompareConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metric tables, per-cell summaries with cost and failure attribution)."""
-    import numpy as np
 
     refs = [[r["answer"]] for r in rows]
     tables, summary = {}, {}

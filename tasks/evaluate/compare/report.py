@@ -3,8 +3,11 @@ verdict, the cost side, the failure shares per system and examples of each failu
 
 from __future__ import annotations
 
+import re
 from html import escape
 from typing import Any
+
+import numpy as np
 
 from tasks.evaluate.attribution import ADVICE, KINDS, LABELS
 from tasks.evaluate.compare.verdict import LABELS as METRIC_LABELS
@@ -94,7 +97,6 @@ def chart(data: dict[str, Any]) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     metric = data["metric"]
     modes = [m for m in MODE_ORDER if any(f"{s}/{m}" in data["cells"] for s in ("base", "tuned"))]
@@ -121,7 +123,6 @@ def chart(data: dict[str, Any]) -> str:
 
 def highlight(text: str, phrase: str) -> str:
     """HTML-escaped text with each case-insensitive occurrence of the phrase marked."""
-    import re
 
     if not phrase.strip():
         return escape(text)

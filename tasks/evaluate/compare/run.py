@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -119,7 +120,6 @@ def _publish(ws: Workspace, final: Path, out: dict[str, Any], rows, inputs, cell
 
 def write_report(ws: Workspace, folder: Path) -> Path:
     """The HTML report of a comparison folder (re-creatable from its files)."""
-    import json
 
     data = read_json(folder / "metrics.json")
     examples = [json.loads(x) for x in (folder / "examples.jsonl").read_text(encoding="utf-8").splitlines() if x]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -61,7 +62,6 @@ def decode_text(data: bytes) -> tuple[str, str]:
 def _utf16(data: bytes) -> str | None:
     """UTF-16 (or UTF-32) by its byte order mark, or UTF-16 without one when every other byte of mostly ASCII
     text is NUL (a Windows export); None otherwise."""
-    import codecs
 
     if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
         return "utf-32"

@@ -12,13 +12,16 @@ from pydantic import Field
 from flows.index import index_flow
 from flows.ingest import ingest_flow
 from flows.promote import promote_flow
+from flows.questions import generation_needed, questions_flow
 from flows.runners import flow_task_runner
 from flows.train import train_flow
-from tasks.core.config import StageConfig, resolve_local_source
+from tasks.core.config import StageConfig, with_workspace
+from tasks.core.workspace import Workspace
 from tasks.evaluate.config import EvalConfig
 from tasks.index.config import IndexConfig
 from tasks.ingest.config import IngestConfig
-from tasks.train.config import TrainConfig
+from tasks.train.config import QuestionsConfig, TrainConfig
+from tasks.train.sft import QASources, qa_sources
 
 
 class PipelineConfig(StageConfig):
@@ -30,13 +33,13 @@ class PipelineConfig(StageConfig):
     evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation and gate (when promote).")
 
 
-def keyed_run_id(prefix: str, index_version: str, cfg: TrainConfig) -> str:
-    """A training run id determined by the index version, the training config and the Q/A files' contents: the
-    same inputs name the same (finished) run, so an unchanged pipeline trains nothing again."""
+def keyed_run_id(prefix: str, index_version: str, cfg: TrainConfig, qa: QASources) -> str:
+    """A training run id determined by the index version, the training config, the Q/A files' contents and the
+    question set: the same inputs name the same (finished) run, so an unchanged pipeline trains nothing again."""
     h = hashlib.sha256(f"{index_version}:{cfg.model_copy(update={'run_id': None}).fingerprint()}".encode())
-    for p in cfg.data.qa_paths:
-        path = resolve_local_source(p)
-        h.update(path.read_bytes() if path and path.is_file() else p.encode())
+    for path in qa.files:
+        h.update(path.read_bytes())
+    h.update(str(qa.question_set.name if qa.question_set else None).encode())
     return f"{prefix}-{h.hexdigest()[:12]}"
 
 
@@ -56,10 +59,14 @@ def pipeline_flow(config: PipelineConfig = PipelineConfig(), home: str | None = 
     out: dict[str, Any] = {"ingest": ingest, "index": index}
     if run_training or promote:
         data = config.train.data.model_copy(update={"index_name": index["name"]})
+        ws = Workspace.from_env(home)
+        if generation_needed(ws, with_workspace(ws, "train", config.train).data):  # Q/A from the user's corpus
+            out["questions"] = questions_flow(QuestionsConfig(index_name=index["name"]), home=home)
         train_cfg = config.train.model_copy(update={"data": data})
         if run_id_prefix:
+            qa = qa_sources(ws, with_workspace(ws, "train", train_cfg).data)
             train_cfg = train_cfg.model_copy(update={"run_id": keyed_run_id(run_id_prefix, index["index_version"],
-                                                                             train_cfg)})
+                                                                             train_cfg, qa)})
         out["train"] = train_flow(train_cfg, home=home)
         if promote:
             ev = config.evaluate.model_copy(update={"candidate": out["train"]["run_id"]})

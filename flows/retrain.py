@@ -11,11 +11,12 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import publish_policy_artifact
+from flows.questions import generation_needed, questions_flow
 from flows.train import train_flow
 from tasks.core.config import with_workspace
 from tasks.core.workspace import Workspace
 from tasks.serve.monitor import merge_quality_reasons
-from tasks.train.config import RetrainPolicy, TrainConfig
+from tasks.train.config import QuestionsConfig, RetrainPolicy, TrainConfig
 from tasks.train.policy import decide, record
 
 
@@ -40,6 +41,8 @@ def retrain_flow(policy: RetrainPolicy = RetrainPolicy(), config: TrainConfig = 
     ws = Workspace.from_env(home).ensure()
     policy, config = with_workspace(ws, "policy", policy), with_workspace(ws, "train", config)
     trigger = {"event": "ragtune.quality.degraded", **quality_event} if quality_event is not None else index_event
+    if generation_needed(ws, config.data):  # the corpus changed: its questions follow it (reused when unchanged)
+        questions_flow(QuestionsConfig(index_name=config.data.index_name), home=str(ws.root))
     decision = decide_retraining(str(ws.root), policy, config, trigger or {}, quality_event)
     logger.info("retraining policy: %s — %s", "retrain" if decision["retrain"] else "no retraining",
                 "; ".join(decision["reasons"]))

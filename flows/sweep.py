@@ -14,11 +14,14 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import publish_sweep_artifacts
 from flows.runners import flow_task_runner
-from tasks.core.config import with_workspace
+from tasks.core.config import SAMPLE_DIR, with_workspace
 from tasks.core.workspace import Workspace, atomic_write_json, new_run_id, utc_now
 from tasks.index.config import SweepConfig
 from tasks.index.sweep import apply_best, embed_queries, grid, rank, score_setting
 from tasks.ingest.publish import latest_version
+from tasks.train.config import SFTDataConfig
+from tasks.train.questions.build import latest_question_set
+from tasks.train.sft import corpus_is_sample
 
 
 @task(name="score_setting", cache_policy=NO_CACHE)
@@ -36,6 +39,8 @@ def sweep_flow(config: SweepConfig = SweepConfig(), home: str | None = None,  # 
     logger = get_run_logger()
     ws = Workspace.from_env(home).ensure()
     config = with_workspace(ws, "sweep", config)
+    if config.queries is None:
+        config = config.model_copy(update={"queries": str(labelled_queries(ws))})
     dataset_version = config.index.dataset_version or latest_version(ws, config.index.dataset)
     if not dataset_version:
         raise FileNotFoundError(f"no {config.index.dataset} dataset in {ws.root}: run `ragtune ingest` first")
@@ -68,3 +73,17 @@ def sweep_flow(config: SweepConfig = SweepConfig(), home: str | None = None,  # 
 
     publish_sweep_artifacts(out)
     return out
+
+
+def labelled_queries(ws: Workspace) -> Path:
+    """The sweep's labelled queries when none are configured: the bundled sample's own Q/A set on the bundled
+    sample corpus, else the latest generated question set (its pairs carry question and doc_id); never the
+    sample's questions for a user's corpus."""
+    data = SFTDataConfig()
+    if corpus_is_sample(ws, data):
+        return SAMPLE_DIR / "qa.jsonl"
+    folder = latest_question_set(ws)
+    if folder is None:
+        raise FileNotFoundError("the sweep needs labelled queries for this corpus: give --queries FILE (JSONL with "
+                                "question and doc_id), or run `ragtune questions generate` first")
+    return folder / "pairs.jsonl"

@@ -216,7 +216,7 @@ def print_fates(out: dict[str, Any], fate: str | None) -> None:
 
 
 def print_review_items(items: list[dict[str, Any]]) -> None:
-    """Feedback review items: status, id, question, answer, reason."""
+    """Review items (feedback or generated questions): status, id, question, answer, reason."""
     for it in items:
         print(f"{it['status']:<11} {it['feedback_id']}  request {it['request_id']}  ({it['rating']})")
         if it.get("question"):
@@ -271,3 +271,28 @@ def print_demo(out: dict[str, Any], records: list[dict[str, Any]]) -> None:
           '-d \'{"question": "How many days of paid annual leave do employees get?"}\'')
     print('  ragtune ask "How many days of paid annual leave do employees get?"   # one question, no server')
 
+
+def print_question_set(out: dict[str, Any]) -> None:
+    c = out["counts"]
+    print(f"question set {out['version']}{' (unchanged, reused)' if out['reused'] else ''}"
+          f"{' with ' + out['generator'] if out.get('generator') else ''}")
+    print(f"  {c['seen']} candidates: accepted {c['accepted']}, duplicate {c['duplicate']}, set aside {c['filtered']}")
+    print("  splits (by document): " + ", ".join(f"{k} {v}" for k, v in out["splits"].items()))
+    for r in out["top_reasons"][:8]:
+        print(f"  {r['fate']:<10} {r['count']:>5}  {r['reason']}")
+    print(f"  pairs:    {out['path']}/pairs.jsonl")
+    print(f"  manifest: {out['path']}/manifest.jsonl  (`ragtune questions list --status set_aside` to review)")
+
+
+def print_question_items(out: dict[str, Any]) -> None:
+    for m in out["items"]:
+        print(f"{m['status']:<10} {m['pair_id']}  [{m['kind']}] {m['doc_id']}" + (f"  ({m['split']})" if m.get("split")
+                                                                                  else ""))
+        print(f"           Q: {' '.join(str(m['question']).split())[:160]}")
+        print(f"           A: {' '.join(str(m['answer']).split())[:160]}")
+        if m["status"] != "accepted" or (m.get("reason") or "ok") != "ok":
+            print(f"           {m['reason']}")
+    shown = len(out["items"])
+    more = f" (first {shown} shown; --limit 0 shows all)" if shown < out["matched"] else ""
+    print(f"{out['matched']} of {out['total']} pairs match{more}; question set {out['version']}; "
+          + ", ".join(f"{k} {v}" for k, v in sorted(out["counts"].items())))

@@ -57,6 +57,9 @@ class EvalConfig(StageConfig):
                                   "challenger, else the newest finished training run.")
     split: Literal["test", "validation"] = Field(default="test", description="SFT dataset split evaluated.")
     max_examples: int | None = Field(default=None, ge=1, description="Evaluate only the first N examples.")
+    test_file: str | None = Field(default=None, description="A Q/A JSONL file to evaluate on instead of the SFT "
+                                  "dataset's split (e.g. a human-written set for a model trained on generated "
+                                  "questions); its questions get prompts built the way serving builds them.")
     max_new_tokens: int = Field(default=48, ge=1, le=2048, description="Generation length limit (greedy decoding).")
     batch_size: int = Field(default=16, ge=1, description="Prompts per generation batch.")
     retrieval_k: int = Field(default=10, ge=1, le=100, description="Documents retrieved per question for the "

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.core.config import resolve_local_source
 from tasks.core.provenance import file_digest, provenance
 from tasks.core.workspace import (
     Workspace,
@@ -36,8 +37,8 @@ from tasks.train import registry
 from tasks.train.config import SFTDataConfig
 from tasks.train.generate import answer_nll, generate, load_systems, use_system
 from tasks.train.model import resolve_base_model
-from tasks.train.prompt import serving_prompts
-from tasks.train.sft import load_split
+from tasks.train.prompt import build_messages, serving_prompts
+from tasks.train.sft import drop_duplicates, load_split, read_qa_files
 
 log = logging.getLogger("ragtune.evaluate")
 SYSTEMS = ("base", "champion", "candidate")
@@ -105,7 +106,23 @@ def evaluation_id(ws: Workspace, cfg: EvalConfig, cand: dict[str, Any], champ: d
            "champion": champ and [champ["run_id"], file_digest(Path(champ["adapter_dir"]) / "adapter_model.safetensors")],
            "base": cand["base_model"], "dataset": cand["dataset_version"], "index": index_state,
            "config": cfg.model_dump(mode="json")}
+    if cfg.test_file:  # the file's content, not just its name, decides the evaluation
+        found = resolve_local_source(cfg.test_file)
+        key["test_file_digest"] = file_digest(found) if found and found.is_file() else None
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def file_rows(path: str, data: SFTDataConfig) -> list[dict[str, Any]]:
+    """Evaluation rows of a Q/A JSONL file (the SFT dataset's row shape; unusable lines are left out)."""
+    found = resolve_local_source(path)
+    if found is None or not found.is_file():
+        raise EvaluationError(f"test file not found: {path}")
+    items, _ = read_qa_files([found])
+    items, _ = drop_duplicates(items)
+    return [{"id": it.id, "question": it.question, "answer": it.answer, "doc_id": it.doc_id,
+             "given_messages": it.messages is not None,
+             "messages": it.messages or build_messages(it.question, it.answer, None, data.system_prompt)}
+            for it in items]
 
 
 def load_evaluation(path: Path) -> EvalResult:
@@ -138,10 +155,15 @@ def evaluate(ws: Workspace, cfg: EvalConfig) -> EvalResult:
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    dataset_dir = ws.dataset_dir(cand["dataset"]) / cand["dataset_version"]
-    rows = load_split(dataset_dir, cfg.split)[: cfg.max_examples]
-    if not rows:
-        raise EvaluationError(f"SFT dataset {cand['dataset_version']} has no {cfg.split} examples")
+    if cfg.test_file:
+        rows = file_rows(cfg.test_file, data)[: cfg.max_examples]
+        if not rows:
+            raise EvaluationError(f"test file {cfg.test_file} holds no usable question/answer lines")
+    else:
+        dataset_dir = ws.dataset_dir(cand["dataset"]) / cand["dataset_version"]
+        rows = load_split(dataset_dir, cfg.split)[: cfg.max_examples]
+        if not rows:
+            raise EvaluationError(f"SFT dataset {cand['dataset_version']} has no {cfg.split} examples")
     inputs = serving_prompts(ws, rows, data, cfg.retrieval_k)
     prompts, ranked, index_version = inputs["prompts"], inputs["ranked"], inputs["index_version"]
     timings["retrieve"] = time.perf_counter() - t

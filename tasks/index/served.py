@@ -90,3 +90,15 @@ def served_state(ws: Workspace, alias: str) -> tuple[str | None, str | None]:
     found = served(ws, alias)
     return (found.collection, found.state) if found else (None, None)
 
+
+def served_chunks(client: Any, collection: str, batch: int = 512) -> list[dict[str, Any]]:
+    """Every point's payload (the chunk: doc_id, text, section, char span, ...) with its id, in document and
+    chunk order."""
+    out: list[dict[str, Any]] = []
+    offset = None
+    while True:
+        points, offset = client.scroll(collection, limit=batch, offset=offset, with_payload=True, with_vectors=False)
+        out += [{**(p.payload or {}), "id": str(p.id)} for p in points]
+        if offset is None or not points:
+            break
+    return sorted(out, key=lambda c: (str(c.get("doc_id")), int(c.get("chunk_index") or 0)))

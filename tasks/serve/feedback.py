@@ -18,6 +18,7 @@ from tasks.train.sft import (
     QAItem,
     build_examples,
     normalize_question,
+    qa_sources,
     read_qa_files,
     validate_examples,
 )
@@ -145,9 +146,13 @@ def sft_check(ws: Workspace, items: list[dict[str, Any]], data: SFTDataConfig, t
     return out
 
 
-def _qa_questions(data: SFTDataConfig) -> dict[str, str]:
-    """Normalised question -> unit, for every question of the user's Q/A files (those that exist)."""
-    paths = [p for p in (resolve_local_source(s) for s in data.qa_paths) if p is not None and p.is_file()]
+def _qa_questions(ws: Workspace, data: SFTDataConfig) -> dict[str, str]:
+    """Normalised question -> unit, for every question of the Q/A files the SFT dataset reads (those that exist;
+    the bundled sample's on the bundled sample corpus)."""
+    try:
+        paths = qa_sources(ws, data).files
+    except FileNotFoundError:
+        paths = [p for p in (resolve_local_source(s) for s in data.qa_paths) if p is not None and p.is_file()]
     items, _ = read_qa_files(paths)
     return {normalize_question(it.question): it.unit for it in reversed(items)}  # reversed: the first unit wins
 
@@ -171,7 +176,7 @@ def triage(ws: Workspace, cfg: FeedbackConfig | None = None, data: SFTDataConfig
                 new.append(_first_look(ws, cfg, rec))
         live = [it for it in items if it["status"] in ("pending", "accepted")]
         by_request = {it["request_id"]: it for it in live}
-        by_question = {**_qa_questions(data), **{normalize_question(it["question"]): f"feedback {it['feedback_id']}"
+        by_question = {**_qa_questions(ws, data), **{normalize_question(it["question"]): f"feedback {it['feedback_id']}"
                                                  f" ({it['status']})" for it in live}}
         candidates = []
         for i, it in enumerate(new):

@@ -6,19 +6,69 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from tasks.core.config import SAMPLE_QA, StageConfig
+from tasks.core.config import StageConfig
 from tasks.index.config import PACKAGED_EMBEDDER, RerankConfig
 
 DEFAULT_SYSTEM_PROMPT = ("You answer questions about the documents of this workspace. Use the numbered context "
                          "passages when they are given. Reply with the short answer only.")
 
 
-class SFTDataConfig(StageConfig):
-    """How Q/A files become a chat SFT dataset: retrieved context, splits, limits."""
+class QuestionsConfig(StageConfig):
+    """Question/answer pairs generated from the indexed chunks of the user's own corpus (`ragtune questions`):
+    structural pairs (FAQ entries, headings, definitions, table rows, changelog entries, settings) and, optionally,
+    pairs written by a generator model; every pair is checked and gets a fate."""
 
-    qa_paths: list[str] = Field(default_factory=lambda: [SAMPLE_QA],
-                                description="JSONL files of `question, answer` (optional `id`, `doc_id`, `context`) "
-                                "or `messages` lines.")
+    dataset: str = Field(default="questions", pattern=r"^[a-z][a-z0-9_-]{0,40}$",
+                         description="Dataset name of the question sets under datasets/.")
+    index_name: str = Field(default="docs", description="Index (alias) whose chunks the pairs come from and whose "
+                            "retriever must find each pair's document.")
+    kinds: list[Literal["faq", "table", "setting", "changelog", "definition", "heading"]] = Field(
+        default_factory=lambda: ["faq", "table", "setting", "changelog", "definition", "heading"],
+        description="Structural generators, in order of preference when two claim the same answer.")
+    generator: str | None = Field(default=None, description="Also ask a model for pairs: a local causal LM folder "
+                                  "(or `packaged:SmolLM2-135M-Instruct`), or `openai:<base URL>` for an "
+                                  "OpenAI-compatible endpoint (e.g. `openai:http://127.0.0.1:8080/v1`); empty: "
+                                  "structural pairs only (no model, works offline).")
+    generator_model: str = Field(default="", description="Model name sent to an OpenAI-compatible endpoint.")
+    api_key_env: str = Field(default="OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                             description="Environment variable holding the endpoint's API key (read at run time, "
+                             "never written anywhere).")
+    generator_chunks: int = Field(default=200, ge=1, description="Chunks sent to the generator model, at most "
+                                  "(spread over the documents).")
+    generator_timeout_s: float = Field(default=60.0, gt=0, description="Time limit of one endpoint request.")
+    max_per_document: int = Field(default=12, ge=1, description="Pairs kept per document, at most (kinds taken in "
+                                  "turn, so no document is only table rows).")
+    max_answer_chars: int = Field(default=300, ge=10, description="Longer answers are set aside: an answer is a "
+                                  "fact or a sentence, not a section.")
+    min_support: float = Field(default=0.8, gt=0, le=1, description="A model's answer that is not a span of its "
+                               "chunk needs this share of its words in the chunk.")
+    duplicate_threshold: float = Field(default=0.8, gt=0, le=1, description="Questions whose word sets are this "
+                                       "similar (MinHash) are near duplicates: the first is kept.")
+    round_trip_k: int = Field(default=5, ge=1, le=50, description="The served retriever must find the pair's "
+                              "document in its top k for the question.")
+    validation_fraction: float = Field(default=0.1, ge=0, lt=0.5, description="Share of documents whose pairs form "
+                                       "the validation split.")
+    test_fraction: float = Field(default=0.2, ge=0, lt=0.5, description="Share of documents whose pairs form the "
+                                 "test split (no document is in two splits).")
+    split_salt: str = Field(default="", description="Changes which documents land in which split.")
+    min_pairs: int = Field(default=10, ge=1, description="Fewer accepted pairs than this: the run fails and says "
+                           "why the rest were set aside.")
+
+
+class SFTDataConfig(StageConfig):
+    """How Q/A data becomes a chat SFT dataset: its sources, retrieved context, splits, limits."""
+
+    qa_paths: list[str] = Field(default_factory=list,
+                                description="Human-written Q/A JSONL files of `question, answer` (optional `id`, "
+                                "`doc_id`, `context`) or `messages` lines; they hold the test set of record. Empty: "
+                                "none — except on the bundled sample corpus, whose own `data/sample/qa.jsonl` is "
+                                "used (the demo).")
+    questions: Literal["auto", "generated", "none"] = Field(
+        default="auto", description="Pairs generated from the corpus (`ragtune questions generate`): auto uses the "
+        "latest question set when one exists; generated requires one; none never uses them. With neither Q/A files "
+        "nor generated pairs, training stops and says what to run.")
+    questions_version: str | None = Field(default=None, description="Pin a question set version; empty: the "
+                                          "latest.")
     dataset: str = Field(default="sft", description="Dataset name under datasets/.")
     rag_context: bool = Field(default=True, description="Put the top-k passages retrieved from the served index in "
                               "the user turn (how the model is used); off: closed-book.")

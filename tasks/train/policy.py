@@ -12,6 +12,8 @@ from tasks.core.workspace import Workspace, read_json, read_jsonl, utc_now, writ
 from tasks.ingest.publish import latest_version
 from tasks.train import registry
 from tasks.train.config import RetrainPolicy, SFTDataConfig
+from tasks.train.questions.build import load_pairs
+from tasks.train.sft import qa_sources
 
 
 def changed_fraction(old: dict[str, str], new: dict[str, str]) -> float:
@@ -32,6 +34,17 @@ def qa_lines(paths: list[str]) -> int:
             with path.open(encoding="utf-8") as fh:
                 total += sum(1 for line in fh if line.strip())
     return total
+
+
+def qa_units(ws: Workspace, data: SFTDataConfig) -> int:
+    """Q/A units the next SFT dataset would read, feedback aside: the Q/A files' lines (the bundled sample's on the
+    bundled sample corpus) plus the pairs of the generated question set."""
+    try:
+        sources = qa_sources(ws, data)
+    except FileNotFoundError:  # no Q/A data at all (training would stop and say why), or a missing file
+        return 0
+    pairs = len(load_pairs(sources.question_set)) if sources.question_set is not None else 0
+    return qa_lines([str(p) for p in sources.files]) + pairs
 
 
 def feedback_lines(ws: Workspace) -> int:
@@ -88,7 +101,7 @@ def decide(ws: Workspace, policy: RetrainPolicy, data: SFTDataConfig) -> dict[st
     # accepted feedback pairs join the next SFT dataset as Q/A lines (its manifest's `seen` counts them too)
     fb_now = feedback_lines(ws) if data.include_feedback else 0
     fb_new = fb_now - feedback_units(sft_dir)
-    now = qa_lines(data.qa_paths) + fb_now
+    now = qa_units(ws, data) + fb_now
     numbers.update(qa_lines_now=now, qa_lines_champion=seen_before, feedback_pairs_now=fb_now)
     incl = f" (incl. {fb_new} accepted feedback pairs)" if fb_new > 0 else ""
     if seen_before is not None and now - seen_before >= policy.min_new_examples:

@@ -12,24 +12,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.core.config import resolve_local_source
+from tasks.core.config import SAMPLE_DIR, resolve_local_source
 from tasks.core.provenance import provenance
 from tasks.core.records import Fate
 from tasks.core.workspace import (
     Workspace,
     atomic_write_json,
     publish_dir,
+    read_json,
     read_jsonl,
     read_pointer,
     utc_now,
     write_jsonl,
     write_pointer,
 )
+from tasks.index.served import served
 from tasks.ingest.dedup import NearDuplicateIndex, signature, tokens
-from tasks.ingest.publish import count_fates
+from tasks.ingest.publish import count_fates, latest_version
 from tasks.ingest.validate import run_suite
 from tasks.train.config import SFTDataConfig
 from tasks.train.prompt import build_messages, format_context, retrieve_contexts
+from tasks.train.questions.build import latest_question_set, load_pairs
 from tasks.train.splits import SPLITS, assign_split
 
 log = logging.getLogger("ragtune.sft")
@@ -47,8 +50,10 @@ class QAItem:
     doc_id: str | None = None
     context: str | None = None
     messages: list[dict[str, str]] | None = None  # given directly in the input (validated, not rebuilt)
-    source: str = "qa"  # provenance: "qa" (the user's files) or "feedback" (accepted review items)
+    source: str = "qa"  # provenance: "qa" (the user's files), "feedback" (accepted review items), "generated"
     request_id: str | None = None  # the served request a feedback pair came from
+    split: str | None = None  # fixed by its source (generated pairs are split by document), else by hash
+    origin: dict[str, Any] | None = None  # where a generated pair came from (question set, chunk, kind)
 
 
 def normalize_question(text: str) -> str:
@@ -231,7 +236,7 @@ def build_examples(ws: Workspace, items: list[QAItem], cfg: SFTDataConfig, token
             "given_messages": it.messages is not None,  # a conversation given as is: not rebuilt at evaluation
             "source": it.source, **({"request_id": it.request_id} if it.request_id else {}),
             "question_key": normalize_question(it.question), "group": rep[g],
-            "split": assign_split(rep[g], cfg.validation_fraction, cfg.test_fraction, cfg.split_salt),
+            "split": it.split or assign_split(rep[g], cfg.validation_fraction, cfg.test_fraction, cfg.split_salt),
             "n_tokens": token_length(tokenizer, messages) if all(m.get("content") for m in messages) else 0,
         })
     return rows, index_version
@@ -250,22 +255,24 @@ class SFTResult:
 def build_sft_dataset(ws: Workspace, cfg: SFTDataConfig, tokenizer: Any, tokenizer_id: str, run_id: str) -> SFTResult:
     """Parse, dedupe, build, validate and publish `datasets/<cfg.dataset>/<version>/` (train/validation/test
     JSONL, manifest.jsonl with one fate per unit, stats.json, meta.json), then move `latest`."""
-    paths = []
-    for p in cfg.qa_paths:
-        path = resolve_local_source(p)
-        if path is None or not path.is_file():
-            raise FileNotFoundError(f"Q/A file not found: {p}")
-        paths.append(path)
+    sources = qa_sources(ws, cfg)
+    paths = list(sources.files)
     items, fates = read_qa_files(paths)
+    human = bool(items)
+    if sources.question_set is not None:
+        more, more_fates = generated_items(sources.question_set, human)
+        items, fates = items + more, fates + more_fates
     feedback = ws.root / "feedback" / "accepted.jsonl"  # written by tasks.serve.feedback (the review)
     if cfg.include_feedback and feedback.is_file():  # read last: the user's files win on duplicate questions
         more, more_fates = read_qa_files([feedback], source="feedback")
         items, fates, paths = items + more, fates + more_fates, [*paths, feedback]
-    provenance_of = {it.unit: {"source": it.source, **({"request_id": it.request_id} if it.request_id else {})}
-                     for it in items}
+    provenance_of = {it.unit: {"source": it.source, **({"request_id": it.request_id} if it.request_id else {}),
+                               **(it.origin or {})} for it in items}
     items, dup_fates = drop_duplicates(items)
     fates += dup_fates
     rows, index_version = build_examples(ws, items, cfg, tokenizer)
+    rows, held = hold_out_human_test_documents(rows)
+    fates += held
     rows, failing, table = validate_examples(ws, rows, cfg.max_length, run_id)
     if table:
         raise ValueError(f"SFT dataset failed table checks: {', '.join(table)}")
@@ -300,12 +307,92 @@ def build_sft_dataset(ws: Workspace, cfg: SFTDataConfig, tokenizer: Any, tokeniz
         atomic_write_json(staging / "meta.json", {
             "dataset": cfg.dataset, "version": version, "run_id": run_id, "created_at": utc_now(),
             "config": cfg.model_dump(mode="json"), "tokenizer": tokenizer_id, "index_version": index_version,
-            "qa_files": [str(p) for p in paths], **provenance()})
+            "qa_files": [str(p) for p in paths], "qa_origin": sources.origin,
+            "question_set": sources.question_set.name if sources.question_set else None, **provenance()})
         created = publish_dir(staging, final)
     if read_pointer(base / "latest") != version:
         write_pointer(base / "latest", version)
     log.info("SFT dataset %s: %s, splits %s", version, counts, splits)
     return SFTResult(version, str(final), counts, splits, index_version, created)
+
+
+class NoQADataError(FileNotFoundError):
+    """Neither Q/A files nor generated pairs for this corpus: the message says what to run."""
+
+
+@dataclass
+class QASources:
+    files: list[Path]  # human-written Q/A files (the test set of record when present)
+    origin: str  # how the files were chosen: "qa_paths", "bundled sample", or "none"
+    question_set: Path | None  # the generated question set folder, or None
+
+
+def corpus_dataset(ws: Workspace, cfg: SFTDataConfig) -> tuple[str, str | None]:
+    """(dataset, version) of the documents the SFT data is about: the served index's, else the latest docs."""
+    index = served(ws, cfg.index_name)
+    if index is not None and index.meta.get("dataset_version"):
+        return index.config.dataset, str(index.meta["dataset_version"])
+    return "docs", latest_version(ws, "docs")
+
+
+def corpus_is_sample(ws: Workspace, cfg: SFTDataConfig) -> bool:
+    """Whether every source of the corpus is the bundled sample (its own Q/A set then applies: the demo)."""
+    dataset, version = corpus_dataset(ws, cfg)
+    if not version:
+        return False
+    meta = read_json(ws.dataset_dir(dataset) / version / "meta.json", default={}) or {}
+    sources = ((meta.get("config") or {}).get("collect") or {}).get("sources") or []
+    roots = [resolve_local_source(s) for s in sources]
+    return bool(roots) and all(r is not None and r.resolve().is_relative_to(SAMPLE_DIR.resolve()) for r in roots)
+
+
+def qa_sources(ws: Workspace, cfg: SFTDataConfig) -> QASources:
+    """What the SFT dataset is built from: the configured Q/A files (else the bundled sample's, only when the
+    corpus is the bundled sample) and the generated question set (`cfg.questions`). Never the sample's questions
+    for a user's corpus: with nothing to train on, a `NoQADataError` says what to run."""
+    files: list[Path] = []
+    for p in cfg.qa_paths:
+        path = resolve_local_source(p)
+        if path is None or not path.is_file():
+            raise FileNotFoundError(f"Q/A file not found: {p}")
+        files.append(path)
+    origin = "qa_paths" if files else "none"
+    if not files and corpus_is_sample(ws, cfg):
+        files, origin = [SAMPLE_DIR / "qa.jsonl"], "bundled sample"
+    folder = latest_question_set(ws, version=cfg.questions_version) if cfg.questions != "none" else None
+    if cfg.questions == "generated" and folder is None:
+        raise NoQADataError("train.data.questions is `generated` but no question set exists: run "
+                            "`ragtune questions generate` first")
+    if not files and folder is None:
+        raise NoQADataError("no Q/A data for this corpus: run `ragtune questions generate` (pairs from your own "
+                            "documents), or set train.data.qa_paths to your Q/A files (--qa FILE)")
+    return QASources(files, origin, folder)
+
+
+def generated_items(folder: Path, human: bool) -> tuple[list[QAItem], list[Fate]]:
+    """The accepted pairs of a question set as Q/A items with their document split. With human Q/A files the
+    human test split is the test set of record: generated test pairs train instead."""
+    items = []
+    for p in load_pairs(folder):
+        split = "train" if human and p["split"] == "test" else p["split"]
+        items.append(QAItem(f"questions/{folder.name}#{p['id']}", p["id"], p["question"], p["answer"], p["doc_id"],
+                            source="generated", split=split,
+                            origin={"question_set": folder.name, "chunk_id": p.get("chunk_id"), "kind": p["kind"]}))
+    return items, []
+
+
+def hold_out_human_test_documents(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Fate]]:
+    """Generated pairs about a document that a human test question asks about leave the dataset (filtered, with
+    the reason): evaluation on the human test set must not see its documents in training."""
+    test_docs = {r["doc_id"] for r in rows if r["source"] != "generated" and r["split"] == "test" and r["doc_id"]}
+    kept, fates = [], []
+    for r in rows:
+        if r["source"] == "generated" and r["doc_id"] in test_docs:
+            fates.append(Fate(r["unit"], "filtered", "held_out: its document is in the human Q/A test split",
+                              doc_id=r["id"], stage="sft"))
+        else:
+            kept.append(r)
+    return kept, fates
 
 
 def load_split(path: str | Path, split: str) -> list[dict[str, Any]]:

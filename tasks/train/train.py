@@ -4,6 +4,7 @@ is unavailable."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import shutil
@@ -174,7 +175,6 @@ def sft_trainer_class() -> type:
 
 def weights_digest(model: Any, trainable: bool) -> str:
     """sha256 over the trainable (adapter) or the frozen (base) parameters, to prove which ones training changed."""
-    import hashlib
 
     h = hashlib.sha256()
     for name, p in sorted(model.named_parameters(), key=lambda x: x[0]):
@@ -344,7 +344,7 @@ def train(ws: Workspace, cfg: TrainConfig, report: StepReport | None = None) -> 
         "status": "complete", "run_id": run_id, "adapter_dir": str(adapter), "base_model": cfg.base_model,
         "base_model_path": base_path, "tokenizer": cfg.base_model, "dataset": cfg.data.dataset,
         "dataset_version": dataset_version, "index_version": index_version, "docs_dataset_version": docs_version,
-        "config": cfg.model_dump(mode="json"),
+        **qa_provenance(Path(dataset_dir)), "config": cfg.model_dump(mode="json"),
         "metrics": metrics, "weights": weights, "history": history, "steps": state.global_step, "device": device,
         "quantized": quantized, "quantization": "nf4-double-quant" if quantized else "none",
         "compute_dtype": "bfloat16" if bf16 else "float32", "resumed_from": _step_of(resume),
@@ -367,6 +367,14 @@ def loaded_eval_loss(state: Any) -> float | None:
         if h.get("step") == step and "eval_loss" in h and h["eval_loss"] == state.best_metric:
             return float(h["eval_loss"])
     return None
+
+
+def qa_provenance(sft_dir: Path) -> dict[str, Any]:
+    """Which Q/A data the run learnt from (its SFT dataset's meta): the files, how they were chosen, and the
+    generated question set version, so the model's meta names the exact questions it was trained on."""
+    meta = read_json(sft_dir / "meta.json", default={}) or {}
+    return {"qa_files": meta.get("qa_files", []), "qa_origin": meta.get("qa_origin"),
+            "question_set": meta.get("question_set")}
 
 
 def documents_version(ws: Workspace, cfg: TrainConfig) -> str | None:

@@ -14,3 +14,7 @@ Project modules are imported at module top. Heavy or optional libraries (torch, 
 bitsandbytes, sentence-transformers, qdrant-client, Great Expectations, pandas, pyarrow, matplotlib, the Office and
 PDF parsers) are imported inside the functions that use them, so that importing a stage, and `ragtune --help`,
 does not load a deep-learning stack it may never use."""
+
+from tasks.core.offline import keep_kernels_offline
+
+keep_kernels_offline()  # before any stage imports transformers: no Hub kernels on a worker without network

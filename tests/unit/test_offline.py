@@ -1,0 +1,45 @@
+"""Hub kernels stay off unless asked for: a GPU worker without network must not fetch kernels at the first
+training step. Checked in fresh processes, because the switches act when transformers and kernels are imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tasks.core.workspace import PROJECT_ROOT
+
+PROBE = """
+import json, os
+import tasks.train.train  # what a training run imports first
+before = {k: os.environ.get(k) for k in ("USE_HUB_KERNELS", "DISABLE_KERNEL_MAPPING")}
+from transformers.integrations import hub_kernels
+out = {"env": before, "transformers_hub_kernels": hub_kernels._kernels_enabled()}
+try:
+    from kernels._internals.layer import globals as kernel_globals
+    out["kernel_mapping_disabled"] = kernel_globals._DISABLE_KERNEL_MAPPING
+except ImportError:  # the kernels package is optional for transformers
+    out["kernel_mapping_disabled"] = None
+print(json.dumps(out))
+"""
+
+
+def probe(**env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if k not in ("USE_HUB_KERNELS", "DISABLE_KERNEL_MAPPING",
+                                                              "RAGTUNE_HUB_KERNELS")}
+    res = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=PROJECT_ROOT,
+                         env={**clean, **env}, timeout=300, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_hub_kernels_are_off_before_transformers_is_imported():
+    out = probe()
+    assert out["env"] == {"USE_HUB_KERNELS": "0", "DISABLE_KERNEL_MAPPING": "1"}
+    assert out["transformers_hub_kernels"] is False
+    assert out["kernel_mapping_disabled"] in (True, None)
+
+
+def test_a_user_can_opt_in_and_their_own_setting_wins():
+    assert probe(RAGTUNE_HUB_KERNELS="1")["transformers_hub_kernels"] is True
+    assert probe(USE_HUB_KERNELS="yes")["env"]["USE_HUB_KERNELS"] == "yes"

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GOOD_TEXT, PROJECT_ROOT
+from tests.conftest import GOOD_TEXT, PROJECT_ROOT, patience
 
 COMMANDS = ["demo", "ingest", "index", "search", "eval-retrieval", "train", "evaluate", "promote", "rollback", "models",
             "ask", "status", "fates", "watch", "sweep", "serve", "calibrate", "monitor", "feedback", "compare",
             "train-reranker"]
 
 
-def run_cli(args: list[str], home: Path, prefect_home: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], home: Path, prefect_home: Path, timeout: float = patience(60),
+            ) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAGTUNE_HOME": str(home), "PREFECT_HOME": str(prefect_home)}
     env.pop("PREFECT_API_URL", None)
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env,

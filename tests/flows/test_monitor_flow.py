@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import patience
+
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 EVENT = "ragtune.quality.degraded"
@@ -74,7 +76,7 @@ def test_degraded_window_emits_the_event(tmp_path):
     report = json.loads(Path(out["report"]).read_text())
     assert report["reasons"] == out["reasons"] and Path(out["chart"]).is_file()
 
-    events = read_events(serving_resource(home), wait_s=20)
+    events = read_events(serving_resource(home), wait_s=patience(10))
     assert len(events) == 1
     payload = events[0].payload
     assert payload["reasons"] == out["reasons"] and payload["figures"]["answered"] == 40

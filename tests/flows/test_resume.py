@@ -14,7 +14,7 @@ import pytest
 
 from bench.corpus import generate_corpus
 from tasks.core.records import read_records
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, patience
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def _env(home: Path, prefect_api: str) -> dict[str, str]:
 
 def _ingest(src: Path, home: Path, prefect_api: str) -> dict:
     res = subprocess.run([sys.executable, "-m", "flows.cli", "ingest", "--source", str(src), "--json"],
-                         capture_output=True, text=True, env=_env(home, prefect_api), cwd=PROJECT_ROOT, timeout=600)
+                         capture_output=True, text=True, env=_env(home, prefect_api), cwd=PROJECT_ROOT, timeout=patience(120))
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
 
@@ -52,7 +52,7 @@ def test_killed_ingest_resumes_to_the_uninterrupted_result(tmp_path, prefect_api
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "ingest", "--source", str(src)],
                             env=_env(home, prefect_api), cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + patience(60)
     while not list((home / "runs").glob("ingest-*/clean/records.parquet")):  # killed after clean, before publish
         assert proc.poll() is None and time.monotonic() < deadline, "ingest ended before it could be killed"
         time.sleep(0.02)
@@ -69,7 +69,7 @@ def test_killed_ingest_resumes_to_the_uninterrupted_result(tmp_path, prefect_api
 
 def _cli(args: list[str], home: Path, prefect_api: str) -> dict:
     res = subprocess.run([sys.executable, "-m", "flows.cli", *args, "--json"], capture_output=True, text=True,
-                         env=_env(home, prefect_api), cwd=PROJECT_ROOT, timeout=600)
+                         env=_env(home, prefect_api), cwd=PROJECT_ROOT, timeout=patience(120))
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
 
@@ -108,7 +108,7 @@ def test_killed_index_build_never_serves_a_partial_collection(tmp_path, prefect_
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "index"], env=_env(home, prefect_api),
                             cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + patience(60)
     from tasks.index.qdrant import local_engine
 
     # created after embedding, before upsert and the retrieval check
@@ -160,7 +160,7 @@ def test_killed_training_resumes_from_its_checkpoint_to_the_same_end(tmp_path, b
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "train", "--config", str(cfg), "--run-id", "r1"],
                             env=_env(home, prefect_api), cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + patience(120)
     ckpt = home / "models" / "r1" / "checkpoints"
     while not list(ckpt.glob("checkpoint-*/trainer_state.json")):
         assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"

@@ -25,7 +25,7 @@ import pytest
 from deployments.stack import free_port
 from tasks.index.config import IndexConfig, SweepConfig
 from tasks.ingest.config import CollectConfig, IngestConfig
-from tests.conftest import PROJECT_ROOT, SAMPLE
+from tests.conftest import PROJECT_ROOT, SAMPLE, patience
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
@@ -96,7 +96,7 @@ def dask_cluster(workers: int = 2) -> Iterator[str]:
                           "--death-timeout", "60"], log, env) for i in range(workers)]
         try:
             with Client(address, timeout="60s") as client:
-                client.wait_for_workers(workers, timeout=120)
+                client.wait_for_workers(workers, timeout=patience(30))
         except Exception as exc:
             raise RuntimeError(f"the Dask cluster did not come up: {exc}\n{_tail(log)}") from exc
         yield address
@@ -124,7 +124,7 @@ def ray_cluster(monkeypatch: pytest.MonkeyPatch, cpus: int = 2) -> Iterator[str]
                    "--ray-client-server-port", str(free_port()),
                    "--dashboard-agent-listen-port", str(free_port())], log, env)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + patience(30)
         while "Ray runtime started" not in _tail(log):
             if head.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"`ray start` did not come up (exit {head.poll()}):\n{_tail(log)}")

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from deployments.stack import free_port
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, patience
 
 DOCS = ["handbook/leave-policy.md", "handbook/remote-work.md", "handbook/travel-policy.md", "handbook/welcome.md",
         "product/relay-agent.md"]
@@ -49,6 +49,8 @@ def runs_of(client: httpx.Client, name: str, states: list[str] | None = None) ->
 
 
 def wait_for(predicate, timeout_s: float, what: str, interval: float = 1.0):
+    """The predicate's first truthy value, polled every `interval` s; `timeout_s` is a deadline (give it as
+    `patience(quiet seconds)`), and running out says what was awaited."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
@@ -58,7 +60,7 @@ def wait_for(predicate, timeout_s: float, what: str, interval: float = 1.0):
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def wait_run(client: httpx.Client, run_id: str, timeout_s: float = 600) -> dict[str, Any]:
+def wait_run(client: httpx.Client, run_id: str, timeout_s: float = patience(150)) -> dict[str, Any]:
     def done():
         run = client.get(f"/flow_runs/{run_id}").json()
         return run if run["state_type"] in TERMINAL else None
@@ -97,7 +99,7 @@ def register_champion(home, base_model_dir: str, run_id: str, seed: int) -> str:
     return rec["version"]
 
 
-def start_server(home, *args: str, timeout_s: float = 180) -> tuple[Any, str]:
+def start_server(home, *args: str, timeout_s: float = patience(45)) -> tuple[Any, str]:
     """`ragtune serve` as a subprocess on a free port; returns (process, base URL) once /readyz says ready."""
     import os
     import subprocess
@@ -131,7 +133,7 @@ def stop_server(proc: Any) -> None:
 
     proc.terminate()
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=patience(10))
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()

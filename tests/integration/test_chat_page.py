@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import patience
 from tests.integration.test_ui import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -36,7 +37,7 @@ def test_chat_page_asks_cites_takes_a_correction_and_refuses_off_topic(served):
     sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python (the dev extra) is missing")
     expect = sync_api.expect
     url, home = served["url"], served["home"]
-    ready = httpx.get(f"{url}/readyz", timeout=30).json()
+    ready = httpx.get(f"{url}/readyz", timeout=patience(10)).json()
     assert ready["ready"], ready
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "chat-page.png"
@@ -44,7 +45,8 @@ def test_chat_page_asks_cites_takes_a_correction_and_refuses_off_topic(served):
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1000, "height": 1200})
-        page.set_default_timeout(120_000)  # a loaded 2-core machine generates and renders slowly
+        page.set_default_timeout(patience(30) * 1000)  # every page action and wait: a CPU model answers slowly
+        expect.set_options(timeout=patience(30) * 1000)  # every assertion too (Playwright's default is 5 s)
         page.on("console", lambda msg: errors.append(f"console: {msg.text} ({msg.location.get('url')})")
                 if msg.type == "error" else None)
         page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))

@@ -13,12 +13,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, patience
 from tests.integration.helpers import api, deployment_id, runs_of, wait_for, wait_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -63,7 +64,8 @@ def test_bootstrap_is_idempotent_and_schedules_have_upcoming_runs(stack):
         "variable ragtune_home": "unchanged", "deployments": "unchanged"}
     with api(stack) as client:
         for name in ("refresh-nightly", "finetune"):
-            upcoming = wait_for(lambda n=name: runs_of(client, n, ["SCHEDULED"]), 90, f"scheduled runs of {name}")
+            upcoming = wait_for(lambda n=name: runs_of(client, n, ["SCHEDULED"]), patience(15),
+                                f"scheduled runs of {name}")
             assert upcoming and all(r["expected_start_time"] > r["created"] for r in upcoming)
         automations = client.post("/automations/filter", json={}).json()
         assert len(automations) == sum(len(d.get("triggers") or []) for d in spec)  # not duplicated by the bootstrap
@@ -80,15 +82,15 @@ def test_rest_api_pipeline_run_then_the_event_chain(stack):
         res = client.post(f"/deployments/{deployment_id(client, 'pipeline-manual')}/create_flow_run",
                           json={"parameters": {"incremental_index": False}, "idempotency_key": "pipeline-1"})
         assert res.status_code == 201, res.text
-        run = wait_run(client, res.json()["id"], 600)
+        run = wait_run(client, res.json()["id"], patience(150))
         assert run["parameters"]["incremental_index"] is False and "ingest" in run["parameters"]["config"]
         # the index it built emitted ragtune.index.updated -> retraining policy (no champion: retrain) ->
         # ragtune.model.trained -> evaluate-and-gate
-        retrain = wait_for(lambda: runs_of(client, "retrain-on-index-update"), 120, "the retrain run")[0]
-        wait_run(client, retrain["id"], 900)
+        retrain = wait_for(lambda: runs_of(client, "retrain-on-index-update"), patience(30), "the retrain run")[0]
+        wait_run(client, retrain["id"], patience(200))
         assert retrain["parameters"]["index_event"]["mode"] == "full"
-        evaluation = wait_for(lambda: runs_of(client, "evaluate-promote"), 180, "the evaluate-promote run")[0]
-        wait_run(client, evaluation["id"], 900)
+        evaluation = wait_for(lambda: runs_of(client, "evaluate-promote"), patience(40), "the evaluate-promote run")[0]
+        wait_run(client, evaluation["id"], patience(200))
         assert evaluation["parameters"]["candidate"]
     from tasks.core.workspace import Workspace
     from tasks.train import policy, registry
@@ -99,8 +101,9 @@ def test_rest_api_pipeline_run_then_the_event_chain(stack):
     assert decision in ("promote", "reject")  # a decision was applied
     if decision == "promote":  # ragtune.model.promoted -> the comparison of RAG, fine-tuning and both
         with api(stack) as client:
-            run = wait_for(lambda: runs_of(client, "compare-on-promotion"), 180, "the compare-on-promotion run")[0]
-            assert wait_run(client, run["id"], 600)["state_type"] == "COMPLETED"
+            run = wait_for(lambda: runs_of(client, "compare-on-promotion"), patience(40),
+                           "the compare-on-promotion run")[0]
+            assert wait_run(client, run["id"], patience(150))["state_type"] == "COMPLETED"
         assert list((Path(stack["home"]) / "comparisons").glob("*/metrics.json"))
 
 
@@ -115,7 +118,7 @@ def test_two_training_runs_started_together_run_one_after_the_other(stack):
                                     "idempotency_key": f"together-{i}"})  # a retried POST makes no second run
             assert res.status_code == 201, res.text
             ids.append(res.json()["id"])
-        runs = sorted((wait_run(client, i, 900) for i in ids), key=lambda r: r["start_time"])
+        runs = sorted((wait_run(client, i, patience(200)) for i in ids), key=lambda r: r["start_time"])
     assert runs[0]["end_time"] <= runs[1]["start_time"], "the two training runs overlapped"
 
 
@@ -141,20 +144,25 @@ def test_watch_event_starts_an_incremental_refresh_of_only_that_document(stack):
     watcher = subprocess.Popen([sys.executable, "-m", "flows.cli", "watch", str(corpus), "--debounce-ms", "300",
                                 "--json"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(watcher.stderr), daemon=True).start()
     try:
-        time.sleep(4)  # the watcher is up
+        wait_for(lambda: any(line.startswith("watching ") for line in lines), patience(20),
+                 "`ragtune watch` to say it is watching")
+        time.sleep(1)  # watchfiles registers its watches right after that line; not a deadline
         doc = corpus / "handbook" / "remote-work.md"
         doc.write_text(doc.read_text(encoding="utf-8") + "\n\nRemote staff get a home-office budget review in May.\n",
                        encoding="utf-8")
         with api(stack) as client:
-            run = wait_for(lambda: runs_of(client, "refresh-on-change"), 60, "the refresh-on-change run")[0]
-            done = wait_run(client, run["id"], 600)
+            run = wait_for(lambda: runs_of(client, "refresh-on-change"), patience(15), "the refresh-on-change run")[0]
+            done = wait_run(client, run["id"], patience(150))
             events = client.post("/events/filter", json={"filter": {"event": {"name": ["ragtune.corpus.changed"]}}})
             occurred = events.json()["events"][0]["occurred"]
     finally:
         os.killpg(watcher.pid, signal.SIGINT)
-        out, err = watcher.communicate(timeout=30)
-    assert json.loads(out.strip().splitlines()[-1])["events"] >= 1, err
+        out = watcher.stdout.read()
+        watcher.wait(timeout=patience(10))
+    assert json.loads(out.strip().splitlines()[-1])["events"] >= 1, "".join(lines)
     assert done["parameters"]["changed_paths"] == ["handbook/remote-work.md"]
     after = points_by_doc(home)
     assert set(after) == set(before)
@@ -199,16 +207,17 @@ def test_monitor_on_a_degraded_log_sets_off_retraining_through_the_automation(st
                        "guardrails": []})
     writer.close()
     with api(stack) as client:  # the chains the earlier tests set off have ended: this run's decision is the last
-        wait_for(lambda: quiet(client), 900, "the stack's runs to finish", 2.0)
+        wait_for(lambda: quiet(client), patience(200), "the stack's runs to finish", 2.0)
     env = {**os.environ, "PREFECT_API_URL": stack["api_url"], "RAGTUNE_HOME": str(home)}
     res = subprocess.run([sys.executable, "-m", "flows.cli", "monitor", "--json"], cwd=PROJECT_ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=patience(60))
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout)
     assert out["degraded"] and out["event"] and any("not-found rate" in r for r in out["reasons"]), out
     with api(stack) as client:
-        run = wait_for(lambda: runs_of(client, "retrain-on-quality-degraded"), 120, "the quality retrain run")[0]
-        wait_run(client, run["id"], 900)
+        run = wait_for(lambda: runs_of(client, "retrain-on-quality-degraded"), patience(30),
+                       "the quality retrain run")[0]
+        wait_run(client, run["id"], patience(200))
         assert run["parameters"]["quality_event"]["reasons"] == out["reasons"]
     from tasks.ingest.publish import latest_version
 

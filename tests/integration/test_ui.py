@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, patience
 from tests.integration.helpers import api, runs_of, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -36,7 +36,7 @@ def _ensure_dataset(stack: dict) -> None:
         return
     env = {**os.environ, "PREFECT_API_URL": stack["api_url"], "RAGTUNE_HOME": stack["home"]}
     res = subprocess.run([sys.executable, "-m", "flows.cli", "ingest", "--source", stack["corpus"], "--json"],
-                         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+                         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=patience(120))
     assert res.returncode == 0, res.stderr[-2000:]
 
 
@@ -64,7 +64,8 @@ def test_index_deployment_custom_run_from_the_ui_completes(stack):
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(90_000)  # a loaded 2-core machine renders slowly
+        page.set_default_timeout(patience(20) * 1000)  # every page action and wait
+        sync_api.expect.set_options(timeout=patience(20) * 1000)  # every assertion (Playwright's default: 5 s)
         try:
             page.goto(f"{stack['ui_url']}/deployments", wait_until="networkidle")
             page.get_by_role("link", name="index", exact=True).first.click()
@@ -79,13 +80,13 @@ def test_index_deployment_custom_run_from_the_ui_completes(stack):
                 before = {r["id"] for r in runs_of(client, "index")}
                 page.get_by_role("button", name="Submit", exact=True).click()
                 # the run the form created (the toast that links to it can be gone before a loaded machine looks)
-                new = wait_for(lambda: [r for r in runs_of(client, "index") if r["id"] not in before], 120,
+                new = wait_for(lambda: [r for r in runs_of(client, "index") if r["id"] not in before], patience(20),
                                "the run the Submit button creates")
             assert len(new) == 1, new
             run_id = new[0]["id"]
             page.goto(f"{stack['ui_url']}/runs/flow-run/{run_id}", wait_until="networkidle")
             badge = page.locator(".page-heading-flow-run__meta .state-badge")
-            sync_api.expect(badge).to_have_text(TERMINAL_BADGE, timeout=600_000)
+            sync_api.expect(badge).to_have_text(TERMINAL_BADGE, timeout=patience(120) * 1000)
             state = badge.inner_text().strip()
         finally:
             page.screenshot(path=str(shot), full_page=True)

@@ -3,6 +3,7 @@ the commands and the demo."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tasks.evaluate.attribution import ADVICE, dominant
@@ -215,16 +216,29 @@ def print_fates(out: dict[str, Any], fate: str | None) -> None:
         print("rescue content filtered by a quality rule: `ragtune ingest --keep 'GLOB'` (or clean.keep in config)")
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(value: Any) -> str:
+    """Text from users, safe for a terminal: control and bidirectional characters shown as escapes, never sent
+    (an escape sequence in a correction must not recolour or rewrite the reviewer's screen)."""
+    text = " ".join(str(value).split())
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def print_review_items(items: list[dict[str, Any]]) -> None:
-    """Feedback review items: status, id, question, answer, reason."""
+    """Feedback review items: status, id, question, answer, reason (user text escaped)."""
     for it in items:
-        print(f"{it['status']:<11} {it['feedback_id']}  request {it['request_id']}  ({it['rating']})")
+        print(f"{it['status']:<11} {printable(it['feedback_id'])}  request {printable(it['request_id'])}  "
+              f"({printable(it['rating'])})")
         if it.get("question"):
-            print(f"            Q: {' '.join(str(it['question']).split())[:160]}")
+            print(f"            Q: {printable(it['question'])[:160]}")
         if it.get("answer"):
-            print(f"            A: {' '.join(str(it['answer']).split())[:160]}")
+            print(f"            A: {printable(it['answer'])[:160]}")
+        if it.get("comment"):
+            print(f"            comment: {printable(it['comment'])[:160]}")
         if it.get("reason"):
-            print(f"            {it['reason']}")
+            print(f"            {printable(it['reason'])}")
 
 
 def print_sample_titles(records: list[dict[str, Any]], n: int = 5) -> None:

@@ -57,7 +57,7 @@ def test_redaction_and_blocklist(tmp_path):
 
 
 def test_threshold_choice_balances_answered_and_refused():
-    from tasks.serve.guardrails import choose_threshold
+    from tasks.serve.calibrate import choose_threshold
 
     in_domain = [(0.8, True), (0.7, True), (0.6, True), (0.5, False), (0.45, True)]
     off_topic = [0.1, 0.2, 0.3, 0.5]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -100,3 +101,7 @@ ASK = {"openapi_extra": json_body(AskRequest), "response_model": None,
 FEEDBACK = {"openapi_extra": json_body(FeedbackRequest), "response_model": None,
             "responses": responses(FeedbackResponse, 400, 401, 403, 404, 408, 409, 413, 415, 429, 500)}
 WHOAMI = {"response_model": None, "responses": responses(Whoami, 401, 403, 500)}
+_ERROR_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+METRICS = {"response_class": PlainTextResponse, "responses": {  # text on success, the JSON error shape otherwise
+    200: {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}},
+    **{code: {"description": ERRORS[code], "content": _ERROR_JSON} for code in (401, 403, 500)}}}

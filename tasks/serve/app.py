@@ -204,7 +204,7 @@ def create_app(ws: Workspace | None = None, cfg: ServeConfig | None = None) -> A
     async def healthz() -> Any:
         return {"status": "ok", "pid": os.getpid(), "uptime_s": round(time.time() - svc.started, 1)}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "Not ready: the reason is in `reason`"}})
     async def readyz() -> Any:
         e = svc.server.engine
         if e is None:
@@ -213,7 +213,7 @@ def create_app(ws: Workspace | None = None, cfg: ServeConfig | None = None) -> A
                 "collection": e.retriever.collection if e.retriever else None, "swaps": svc.server.swaps,
                 "loaded_at": e.loaded_at}
 
-    @app.get("/metrics", responses=api.responses(api.ErrorResponse, 401, 403, 500))
+    @app.get("/metrics", **api.METRICS)
     async def metrics(request: Request) -> Any:
         from prometheus_client import CONTENT_TYPE_LATEST
 

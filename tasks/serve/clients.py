@@ -14,7 +14,7 @@ from tasks.serve.requestlog import parse_time
 # refusals that say nothing about answer quality: who may call, how often, and bodies that were never a question
 OPERATIONAL = {"auth", "forbidden", "host", "media_type", "origin", "rate_limited", "overloaded", "not_ready",
                "internal_error", "input_json", "input_depth", "input_number", "input_not_text", "input_too_large",
-               "input_timeout", "input_fields", "input_k", "input_filters"}
+               "input_timeout", "input_incomplete", "input_fields", "input_k", "input_filters"}
 
 
 def client_of(rec: dict[str, Any], id_key: str) -> str:

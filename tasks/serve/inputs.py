@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 import anyio
+from starlette.requests import ClientDisconnect
 
 from tasks.serve.config import GuardrailConfig
 from tasks.serve.guardrails import GuardrailError
@@ -83,10 +84,13 @@ async def read_body(request: Any, cfg: GuardrailConfig, timeout_s: float) -> dic
         raise GuardrailError("input_too_large", f"the body has {int(length)} bytes; the limit is {limit}", 413)
     raw = bytearray()
     with anyio.move_on_after(timeout_s) as scope:
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > limit:
-                raise GuardrailError("input_too_large", f"the body exceeds {limit} bytes", 413)
+        try:
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > limit:
+                    raise GuardrailError("input_too_large", f"the body exceeds {limit} bytes", 413)
+        except ClientDisconnect:  # the client's doing, not the server's: a 4xx in the log, never a 500
+            raise GuardrailError("input_incomplete", "the client closed the connection before the body ended") from None
     if scope.cancelled_caught:
         raise GuardrailError("input_timeout", f"the body did not arrive within {timeout_s:g} s", 408)
     try:

@@ -9,6 +9,7 @@ The server runs with API keys (one per client) on a scratch workspace that share
 models (read only), so the user's workspace is never changed. Needs a workspace with a served index (`make demo`).
 
     python bench/serve_abuse.py [--home .ragtune] [--seconds 40] [--clients 4] [--interval 3] [--max-new-tokens 16]
+                                [--abuse-connections 8]
 """
 
 from __future__ import annotations
@@ -57,30 +58,51 @@ def legit(url: str, key: str, questions: list[str], interval: float, until: floa
             out.append(row)
 
 
-def flood_votes(url: str, key: str, victim_ids: list[str], until: float, q: mp.Queue) -> None:
+def in_parallel(connections: int, work, until: float) -> dict:
+    """`work(client, counts)` on `connections` connections at once (an attacker does not wait for one answer before
+    sending the next); returns the status counts of all of them."""
+    counts: Counter = Counter()
+    lock = threading.Lock()
+
+    def one() -> None:
+        mine: Counter = Counter()
+        with httpx.Client(timeout=60) as c:
+            while time.monotonic() < until:
+                mine[work(c)] += 1
+        with lock:
+            counts.update(mine)
+
+    threads = [threading.Thread(target=one) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return dict(counts)
+
+
+def flood_votes(url: str, key: str, victim_ids: list[str], until: float, connections: int, q: mp.Queue) -> None:
     """As many 'down' votes as one client can send: on its own answer, and on other clients' answers."""
-    counts: Counter = Counter()
-    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}) as c:
-        own = c.post("/v1/ask", json={"question": "How long is the paid sabbatical?"}).json().get("request_id")
-        targets = [own] * 4 + victim_ids
-        i = 0
-        while time.monotonic() < until:
-            r = c.post("/v1/feedback", json={"request_id": targets[i % len(targets)], "rating": "down",
-                                             "correction": "wrong"})
-            counts[r.status_code] += 1
-            i += 1
-    q.put(("vote flood", dict(counts)))
+    auth = {"Authorization": f"Bearer {key}"}
+    own = httpx.post(f"{url}/v1/ask", json={"question": "How long is the paid sabbatical?"}, headers=auth,
+                     timeout=300).json().get("request_id")
+    targets = [own] * 4 + victim_ids
+    rng = random.Random(1)
+
+    def vote(c: httpx.Client) -> int:
+        return c.post(f"{url}/v1/feedback", headers=auth, json={"request_id": rng.choice(targets), "rating": "down",
+                                                                "correction": "wrong"}).status_code
+
+    q.put(("vote flood", in_parallel(connections, vote, until)))
 
 
-def send_malformed(url: str, key: str, until: float, q: mp.Queue) -> None:
-    counts: Counter = Counter()
-    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}) as c:
-        i = 0
-        while time.monotonic() < until:
-            r = c.post("/v1/ask", content=MALFORMED[i % len(MALFORMED)], headers={"Content-Type": "application/json"})
-            counts[r.status_code] += 1
-            i += 1
-    q.put(("malformed bodies", dict(counts)))
+def send_malformed(url: str, key: str, until: float, connections: int, q: mp.Queue) -> None:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    rng = random.Random(2)
+
+    def send(c: httpx.Client) -> int:
+        return c.post(f"{url}/v1/ask", content=rng.choice(MALFORMED), headers=headers).status_code
+
+    q.put(("malformed bodies", in_parallel(connections, send, until)))
 
 
 def hold_slowly(url: str, until: float, q: mp.Queue, connections: int = 8) -> None:
@@ -130,8 +152,9 @@ def phase(url: str, keys: dict, pools: list[list[str]], args: argparse.Namespace
     rows: list[dict] = []
     procs, q = [], mp.Queue()
     if abuse:
-        procs = [mp.Process(target=flood_votes, args=(url, keys["mallory"], victims, until, q)),
-                 mp.Process(target=send_malformed, args=(url, keys["fuzzer"], until, q)),
+        n = args.abuse_connections
+        procs = [mp.Process(target=flood_votes, args=(url, keys["mallory"], victims, until, n, q)),
+                 mp.Process(target=send_malformed, args=(url, keys["fuzzer"], until, n, q)),
                  mp.Process(target=hold_slowly, args=(url, until, q))]
         for p in procs:
             p.start()
@@ -170,10 +193,15 @@ def server_5xx(url: str, admin: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--home", default=os.environ.get("RAGTUNE_HOME", ".ragtune"))
-    ap.add_argument("--seconds", type=float, default=40, help="length of each phase")
+    ap.add_argument("--seconds", type=float, default=40, help="length of each measured phase")
+    ap.add_argument("--warmup", type=float, default=20, help="an unmeasured phase of legitimate clients first")
     ap.add_argument("--clients", type=int, default=4, help="legitimate clients, one API key each")
     ap.add_argument("--interval", type=float, default=3.0, help="seconds between one client's questions")
     ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--tarpit-s", type=float, default=1.0, help="the server's limits.tarpit_s (0: answer every "
+                    "429 at once)")
+    ap.add_argument("--abuse-connections", type=int, default=8, help="connections of the vote flood and of the "
+                    "malformed-body client, each (the slow client holds 8)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     from tasks.core.workspace import Workspace, read_jsonl
@@ -182,27 +210,29 @@ def main() -> None:
 
     pool = [r["question"] for r in read_jsonl(ROOT / "data" / "sample" / "qa.jsonl")]
     random.Random(0).shuffle(pool)
-    per = len(pool) // (2 * args.clients)  # new questions in each phase: neither is answered from the cache
+    per = len(pool) // (3 * args.clients)  # new questions in each phase: none is answered from the cache
     with tempfile.TemporaryDirectory(prefix="ragtune-bench-") as tmp:
         home = scratch_workspace(Path(args.home).resolve(), Path(tmp) / "ws")
         calibration = Path(args.home).resolve() / "serve" / "calibration.json"
         if calibration.exists():
             (home / "serve").mkdir(parents=True, exist_ok=True)
             (home / "serve" / "calibration.json").write_bytes(calibration.read_bytes())
-        (home / "config.yaml").write_text(json.dumps({"serve": {"limits": {"header_timeout_s": 5,
-                                                                           "body_timeout_s": 5}}}))
+        (home / "config.yaml").write_text(json.dumps({"serve": {"limits": {
+            "header_timeout_s": 5, "body_timeout_s": 5, "tarpit_s": args.tarpit_s}}}))
         names = [f"user{i}" for i in range(args.clients)] + ["mallory", "fuzzer", "ops"]
         keys = {n: create_key(Workspace(home), "admin" if n == "ops" else "feedback", n)[1] for n in names}
         proc, url = start_server(home, "--max-new-tokens", str(args.max_new_tokens), timeout_s=300)
         try:
             httpx.post(f"{url}/v1/ask", json={"question": "warm-up question about the handbook"}, timeout=600,
                        headers={"Authorization": f"Bearer {keys['ops']}"})
-            calm, _ = phase(url, keys, [pool[i * per:(i + 1) * per] for i in range(args.clients)], args, False, [])
+            questions = [[pool[(k * args.clients + i) * per:(k * args.clients + i + 1) * per]
+                          for i in range(args.clients)] for k in range(3)]
+            # unmeasured: the first batches of each shape are slow while the CPU kernels are prepared
+            phase(url, keys, questions[0], argparse.Namespace(**{**vars(args), "seconds": args.warmup}), False, [])
+            calm, _ = phase(url, keys, questions[1], args, False, [])
             before = monitor(home)
             victims = [r["request_id"] for r in _recent_answers(home)[:20]]
-            offset = args.clients * per
-            rough, abusers = phase(url, keys, [pool[offset + i * per:offset + (i + 1) * per]
-                                               for i in range(args.clients)], args, True, victims)
+            rough, abusers = phase(url, keys, questions[2], args, True, victims)
             after = monitor(home)
             errors = server_5xx(url, keys["ops"])
         finally:

@@ -79,6 +79,7 @@ class Throttle:
     def __init__(self, rates: dict[str, str | None]) -> None:
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
         self.rates = {name: parse_many(rate) if rate else [] for name, rate in rates.items()}
+        self.told: dict[tuple[str, str], float] = {}  # (endpoint, client) -> end of the window it was refused in
 
     def retry_after(self, endpoint: str, client: str) -> int | None:
         """None when the request may go on (and is counted), else the seconds until it may."""
@@ -90,6 +91,16 @@ class Throttle:
         for item in items:
             self.limiter.hit(item, endpoint, client)
         return None
+
+    def first_refusal(self, endpoint: str, client: str, wait: int) -> bool:
+        """Whether this is the client's first refusal until its window ends (the one worth a log line)."""
+        now = time.time()
+        if len(self.told) > 10_000:
+            self.told = {k: end for k, end in self.told.items() if end > now}
+        if self.told.get((endpoint, client), 0) > now:
+            return False
+        self.told[(endpoint, client)] = now + wait
+        return True
 
 
 class Admission:
@@ -182,4 +193,4 @@ class Gate:
         wait = self.throttle.retry_after(endpoint, who.client)
         if wait is not None:
             raise GuardrailError("rate_limited", f"too many {endpoint} requests from this client: retry in {wait} s",
-                                 429, retry_after=wait)
+                                 429, retry_after=wait, logged=self.throttle.first_refusal(endpoint, who.client, wait))

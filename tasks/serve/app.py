@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import Request  # module level: FastAPI reads the endpoints' annotations from this namespace
 
 from tasks.core.workspace import Workspace
@@ -95,12 +96,17 @@ def create_app(ws: Workspace | None = None, cfg: ServeConfig | None = None) -> A
     app.state.service = svc
     app.add_middleware(CatchAll, svc=svc)
 
-    def refuse(request: Request, endpoint: str, exc: GuardrailError, started: float,
-               question: str | None = None) -> Any:
+    async def refuse(request: Request, endpoint: str, exc: GuardrailError, started: float,
+                     question: str | None = None) -> Any:
         rid, who = request.state.request_id, getattr(request.state, "who", None)
+        if exc.status == 429 and not exc.logged:
+            # a client that goes on after its 429 waits for each further one: a flood costs it time, and the
+            # server an idle coroutine instead of a request per millisecond
+            await anyio.sleep(cfg.limits.tarpit_s)
         svc.count([decision(exc.check, "reject", str(exc))])
         svc.metrics.requests.labels(endpoint, str(exc.status)).inc()
-        svc.remember(refusal_record(rid, started, exc, who, question, endpoint))  # refused: logged, no answer
+        if exc.logged:  # refused: logged with no answer (a flood's repeats only in the metrics)
+            svc.remember(refusal_record(rid, started, exc, who, question, endpoint))
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
         if exc.status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="ragtune"'
@@ -129,11 +135,11 @@ def create_app(ws: Workspace | None = None, cfg: ServeConfig | None = None) -> A
             question, decisions = screen_question(q, cfg.guardrails)
             svc.admission.enter()
         except GuardrailError as exc:
-            return refuse(request, "ask", exc, started, short)
+            return await refuse(request, "ask", exc, started, short)
         try:
             out = await run_in_threadpool(answer, svc, question, k, filters, decisions)
         except NotReadyError as exc:
-            return refuse(request, "ask", GuardrailError("not_ready", f"not ready: {exc}", 503, retry_after=5),
+            return await refuse(request, "ask", GuardrailError("not_ready", f"not ready: {exc}", 503, retry_after=5),
                           started, short)
         finally:
             svc.admission.leave(time.perf_counter() - started)
@@ -152,34 +158,34 @@ def create_app(ws: Workspace | None = None, cfg: ServeConfig | None = None) -> A
         started = time.perf_counter()
         body: dict[str, Any] = {}
 
-        def kept(exc: GuardrailError) -> Any:
+        async def kept(exc: GuardrailError) -> Any:
             """A refused feedback body still ends in the inbox, marked, so review gives it a fate (quarantined)."""
             rid, rating = body.get("request_id"), body.get("rating")
             svc.feedback.append({"feedback_id": new_id(), "at": now_iso(), "refused": str(exc),
                                  "request_id": rid if isinstance(rid, str) else None,
                                  "rating": rating if isinstance(rating, str) else None,
                                  "client": request.state.who.client, "counted": False})
-            return refuse(request, "feedback", exc, started)
+            return await refuse(request, "feedback", exc, started)
 
         try:
             who = admit(request, "feedback", "feedback")
         except GuardrailError as exc:  # not feedback at all: the request log has it, the inbox does not
-            return refuse(request, "feedback", exc, started)
+            return await refuse(request, "feedback", exc, started)
         try:
             body = await read_body(request, cfg.guardrails, cfg.limits.body_timeout_s)
             fields = feedback_fields(body)
         except GuardrailError as exc:
-            return kept(exc)
+            return await kept(exc)
         rid = fields["request_id"]
         rec = await run_in_threadpool(svc.lookup, rid)
         if rec is None:
-            return kept(GuardrailError("unknown_request", f"no request with id {rid!r} was logged", 404))
+            return await kept(GuardrailError("unknown_request", f"no request with id {rid!r} was logged", 404))
         if rec.get("client") != who.client:  # a vote belongs to the client that received the answer
-            return refuse(request, "feedback", GuardrailError(
+            return await refuse(request, "feedback", GuardrailError(
                 "not_your_request", f"request {rid!r} was answered to another client: only it may rate the answer",
                 403), started)
         if rec.get("status") != 200 or rec.get("answer") is None:
-            return kept(GuardrailError("refused_request", f"request {rid!r} was refused: there is no answer to rate",
+            return await kept(GuardrailError("refused_request", f"request {rid!r} was refused: there is no answer to rate",
                                        409))
         replaces = await run_in_threadpool(svc.previous_vote, rid, who.client)
         item = {"feedback_id": new_id(), "request_id": rid, "at": now_iso(), "rating": fields["rating"],
@@ -197,7 +203,7 @@ def create_app(ws: Workspace | None = None, cfg: ServeConfig | None = None) -> A
         try:
             who = admit(request, "ask")
         except GuardrailError as exc:
-            return refuse(request, "whoami", exc, time.perf_counter())
+            return await refuse(request, "whoami", exc, time.perf_counter())
         return {"client": who.client, "role": who.role, "anonymous": who.anonymous, "counted": who.counted}
 
     @app.get("/healthz")
@@ -220,7 +226,7 @@ def create_app(ws: Workspace | None = None, cfg: ServeConfig | None = None) -> A
         try:
             admit(request, "admin")
         except GuardrailError as exc:
-            return refuse(request, "metrics", exc, time.perf_counter())
+            return await refuse(request, "metrics", exc, time.perf_counter())
         return Response(svc.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse)

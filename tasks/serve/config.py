@@ -72,6 +72,8 @@ class LimitConfig(StageConfig):
                                  "IP address when anonymous) as `limits` rate strings joined by ';'; past it a 429 "
                                  "with Retry-After. Empty: no limit.")
     feedback_rate: str | None = Field(default="5/second;30/minute", description="Votes per client, as ask_rate.")
+    tarpit_s: float = Field(default=1.0, ge=0, le=30, description="A client that goes on after a 429 waits this "
+                            "long for each further 429 of the same window (its flood costs it time, not the server).")
     max_queue: int = Field(default=32, ge=1, le=10_000, description="Questions in progress at most (retrieving, "
                            "waiting for or in a generation batch); more get a 503 with Retry-After at once.")
     header_timeout_s: float = Field(default=10.0, gt=0, le=300, description="A request's headers must arrive within "

@@ -43,11 +43,13 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 class GuardrailError(ValueError):
     """A request refused by an input guardrail; `status` is the HTTP code, `check` the rule's name."""
 
-    def __init__(self, check: str, message: str, status: int = 400, retry_after: int | None = None) -> None:
+    def __init__(self, check: str, message: str, status: int = 400, retry_after: int | None = None,
+                 logged: bool = True) -> None:
         super().__init__(message)
         self.check = check
         self.status = status
         self.retry_after = retry_after  # seconds, for a 429 or 503: when the client may try again
+        self.logged = logged  # False: counted in the metrics only (the repeats of a flood would fill the disk)
 
 
 def decision(check: str, action: str, detail: str) -> dict[str, str]:

@@ -120,6 +120,7 @@ def guarded(serve_home, tmp_path_factory):
              "guardrails": {"min_support": 0.3, "safety_blocklist": str(root / "common.txt"),
                             "refuse_abusive_questions": False},
              "limits": {"ask_rate": "20/second;2000/minute", "feedback_rate": "5/second;200/minute", "max_queue": 2,
+                        "tarpit_s": 0,  # the stuffing test sends 837 votes as fast as it can: no waits
                         "header_timeout_s": 2, "body_timeout_s": 2, "max_connections": 24}}
     (home / "config.yaml").write_text(json.dumps({"serve": serve}), encoding="utf-8")
     ws = Workspace(home)

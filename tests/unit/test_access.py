@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import stat
+import time
 
 import pytest
 from starlette.testclient import TestClient
@@ -148,12 +149,19 @@ def test_rate_limits_answer_429_with_retry_after_per_client(ws):
     gate.enter()
     _, one = create_key(ws, "feedback")
     _, two = create_key(ws, "feedback")
-    cfg = ServeConfig(limits={"feedback_rate": "5/minute"})
+    cfg = ServeConfig(limits={"feedback_rate": "5/minute", "tarpit_s": 0.3})
     with client(ws, cfg) as c:
-        codes = [c.post("/v1/feedback", json={"request_id": "abc", "rating": "down"},
-                        headers={"Authorization": f"Bearer {one}"}) for _ in range(8)]
+        codes, seconds = [], []
+        for _ in range(8):
+            t = time.perf_counter()
+            codes.append(c.post("/v1/feedback", json={"request_id": "abc", "rating": "down"},
+                                headers={"Authorization": f"Bearer {one}"}))
+            seconds.append(time.perf_counter() - t)
         assert [r.status_code for r in codes] == [404] * 5 + [429] * 3
+        assert seconds[5] < 0.3 <= min(seconds[6:])  # the first 429 at once, a client going on waits for each
         assert 1 <= int(codes[-1].headers["retry-after"]) <= 60 and codes[-1].json()["check"] == "rate_limited"
+        limited = [r for r in logged(ws) if r["status"] == 429]
+        assert len(limited) == 1  # one log line per client and window: a flood must not fill the disk
         other = c.post("/v1/feedback", json={"request_id": "abc", "rating": "down"},
                        headers={"Authorization": f"Bearer {two}"})
         assert other.status_code == 404  # another client has its own budget

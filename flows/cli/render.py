@@ -182,6 +182,11 @@ def print_monitor(out: dict[str, Any]) -> None:
     print(f"  latency p50 {fmt(f['latency_p50_ms'], '{:.0f}', 'unknown')} ms  p95 "
           f"{fmt(f['latency_p95_ms'], '{:.0f}', 'unknown')} ms  score PSI {fmt(f['score_psi'], missing='unknown')}  "
           f"KS {fmt(f['score_ks'], missing='unknown')} (p={fmt(f['score_ks_pvalue'], '{:.2g}', 'unknown')})")
+    print(f"  clients {f.get('clients')} asking, {f.get('rating_clients')} voting ({f.get('capped_clients')} capped at "
+          f"their share); votes counted {f.get('ratings')} of {f.get('votes')} ({f.get('replaced_votes')} replaced, "
+          f"{f.get('uncounted_votes')} anonymous); {f.get('rejected')} requests refused before they were questions")
+    for client, n in (f.get("vote_bursts") or {}).items():
+        print(f"  FLAGGED: {printable(client)} sent {n} votes within a minute (not counted)")
     for r in out["reasons"]:
         print(f"  BROKEN: {r}")
     if out["degraded"]:

@@ -139,8 +139,8 @@ def create_app(ws: Workspace | None = None, cfg: ServeConfig | None = None) -> A
         try:
             out = await run_in_threadpool(answer, svc, question, k, filters, decisions)
         except NotReadyError as exc:
-            return await refuse(request, "ask", GuardrailError("not_ready", f"not ready: {exc}", 503, retry_after=5),
-                          started, short)
+            not_ready = GuardrailError("not_ready", f"not ready: {exc}", 503, retry_after=5)
+            return await refuse(request, "ask", not_ready, started, short)
         finally:
             svc.admission.leave(time.perf_counter() - started)
         svc.count(out["guardrails"])
@@ -185,8 +185,8 @@ def create_app(ws: Workspace | None = None, cfg: ServeConfig | None = None) -> A
                 "not_your_request", f"request {rid!r} was answered to another client: only it may rate the answer",
                 403), started)
         if rec.get("status") != 200 or rec.get("answer") is None:
-            return await kept(GuardrailError("refused_request", f"request {rid!r} was refused: there is no answer to rate",
-                                       409))
+            return await kept(GuardrailError("refused_request", f"request {rid!r} was refused: there is no answer "
+                                             "to rate", 409))
         replaces = await run_in_threadpool(svc.previous_vote, rid, who.client)
         item = {"feedback_id": new_id(), "request_id": rid, "at": now_iso(), "rating": fields["rating"],
                 "correction": redact(fields.get("correction"), cfg.guardrails)[0],

@@ -60,7 +60,9 @@ def start(home: Path, args: argparse.Namespace, batched: bool) -> tuple[subproce
 
     extra = (["--max-batch", "16", "--batch-window-ms", "25", "--batch-max-wait-ms", str(args.max_wait_ms)] if batched
              else ["--max-batch", "1", "--batch-window-ms", "0"])
-    return start_server(home, "--max-new-tokens", str(args.max_new_tokens), *extra, timeout_s=300)
+    # the clients share one address here: no per-client rate limit, and room for all of them in the queue
+    return start_server(home, "--max-new-tokens", str(args.max_new_tokens), "--ask-rate", "", "--max-queue", "64",
+                        *extra, timeout_s=300)
 
 
 def rss_mb(pid: int) -> tuple[float, float]:

@@ -13,8 +13,8 @@ from tasks.evaluate.config import CompareConfig, EvalConfig
 from tasks.index.config import IndexConfig
 from tasks.index.qdrant import open_client
 from tasks.index.search import search_collection
+from tasks.serve.calibrate import calibrate
 from tasks.serve.config import ServeConfig
-from tasks.serve.guardrails import calibrate
 from tasks.train.config import TrainConfig
 
 # A short run that fits the demo's time on a 2-core CPU; `ragtune train` uses the full defaults.

@@ -14,7 +14,7 @@ from tests.conftest import GOOD_TEXT, PROJECT_ROOT, patience
 
 COMMANDS = ["demo", "ingest", "index", "search", "eval-retrieval", "train", "evaluate", "promote", "rollback", "models",
             "ask", "status", "fates", "watch", "sweep", "serve", "calibrate", "monitor", "feedback", "compare",
-            "train-reranker"]
+            "train-reranker", "keys"]
 
 
 def run_cli(args: list[str], home: Path, prefect_home: Path, timeout: float = patience(60),

@@ -3,6 +3,7 @@ the commands and the demo."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tasks.evaluate.attribution import ADVICE, dominant
@@ -181,6 +182,11 @@ def print_monitor(out: dict[str, Any]) -> None:
     print(f"  latency p50 {fmt(f['latency_p50_ms'], '{:.0f}', 'unknown')} ms  p95 "
           f"{fmt(f['latency_p95_ms'], '{:.0f}', 'unknown')} ms  score PSI {fmt(f['score_psi'], missing='unknown')}  "
           f"KS {fmt(f['score_ks'], missing='unknown')} (p={fmt(f['score_ks_pvalue'], '{:.2g}', 'unknown')})")
+    print(f"  clients {f.get('clients')} asking, {f.get('rating_clients')} voting ({f.get('capped_clients')} capped at "
+          f"their share); votes counted {f.get('ratings')} of {f.get('votes')} ({f.get('replaced_votes')} replaced, "
+          f"{f.get('uncounted_votes')} anonymous); {f.get('rejected')} requests refused before they were questions")
+    for client, n in (f.get("vote_bursts") or {}).items():
+        print(f"  FLAGGED: {printable(client)} sent {n} votes within a minute (not counted)")
     for r in out["reasons"]:
         print(f"  BROKEN: {r}")
     if out["degraded"]:
@@ -215,16 +221,29 @@ def print_fates(out: dict[str, Any], fate: str | None) -> None:
         print("rescue content filtered by a quality rule: `ragtune ingest --keep 'GLOB'` (or clean.keep in config)")
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(value: Any) -> str:
+    """Text from users, safe for a terminal: control and bidirectional characters shown as escapes, never sent
+    (an escape sequence in a correction must not recolour or rewrite the reviewer's screen)."""
+    text = " ".join(str(value).split())
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def print_review_items(items: list[dict[str, Any]]) -> None:
-    """Review items (feedback or generated questions): status, id, question, answer, reason."""
+    """Feedback review items: status, id, question, answer, reason (user text escaped)."""
     for it in items:
-        print(f"{it['status']:<11} {it['feedback_id']}  request {it['request_id']}  ({it['rating']})")
+        print(f"{it['status']:<11} {printable(it['feedback_id'])}  request {printable(it['request_id'])}  "
+              f"({printable(it['rating'])})")
         if it.get("question"):
-            print(f"            Q: {' '.join(str(it['question']).split())[:160]}")
+            print(f"            Q: {printable(it['question'])[:160]}")
         if it.get("answer"):
-            print(f"            A: {' '.join(str(it['answer']).split())[:160]}")
+            print(f"            A: {printable(it['answer'])[:160]}")
+        if it.get("comment"):
+            print(f"            comment: {printable(it['comment'])[:160]}")
         if it.get("reason"):
-            print(f"            {it['reason']}")
+            print(f"            {printable(it['reason'])}")
 
 
 def print_sample_titles(records: list[dict[str, Any]], n: int = 5) -> None:

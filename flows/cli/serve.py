@@ -1,4 +1,5 @@
-"""`ragtune serve | calibrate | ask | feedback`: answering people, and reviewing what they send back."""
+"""`ragtune serve | keys | calibrate | ask | feedback`: answering people, who may call, and reviewing what they
+send back."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from flows.cli import render
 from flows.cli.common import review_actions, stage_config, workspace
+from tasks.core.config import load_section
 from tasks.serve.config import AskConfig, FeedbackConfig, ServeConfig
 from tasks.train.config import TrainConfig
 
@@ -15,22 +17,62 @@ from tasks.train.config import TrainConfig
 def serve_config(args: argparse.Namespace) -> ServeConfig:
     flags = {key: getattr(args, key, None) for key in ("host", "port", "workers", "max_new_tokens", "batch_window_ms",
                                                        "batch_max_wait_ms", "max_batch", "index_name")}
-    return stage_config(args, "serve", ServeConfig, **flags, cache=False if getattr(args, "no_cache", False) else None)
+    auth = {"allow_anonymous": True} if getattr(args, "allow_anonymous", False) else None
+    limits = {key: getattr(args, key, None) for key in ("ask_rate", "feedback_rate", "max_queue")}
+    return stage_config(args, "serve", ServeConfig, **flags, cache=False if getattr(args, "no_cache", False) else None,
+                        auth=auth, limits={k: v for k, v in limits.items() if v is not None} or None)
 
 
 def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.serve.access import check_exposure, is_loopback
     from tasks.serve.app import run  # the server stack: imported when the command runs
+    from tasks.serve.keys import KeyRing
 
     cfg = serve_config(args)
     ws = workspace().ensure()
+    ring = KeyRing.load(ws)
+    check_exposure(cfg, ring)  # before the model loads: the reason comes at once
+    access = ("API keys required" + (", anonymous clients allowed" if cfg.auth.allow_anonymous else "")
+              if ring.active else "anonymous, loopback only" if is_loopback(cfg.host) else "anonymous (allowed)")
     print(f"ragtune serve: http://{cfg.host}:{cfg.port}/ (chat page), /v1/ask, /v1/feedback, /healthz, /readyz, "
-          f"/metrics; workspace {ws.root}; Ctrl-C stops", file=sys.stderr)
+          f"/metrics; {access}; workspace {ws.root}; Ctrl-C stops", file=sys.stderr)
     run(cfg, ws)
     return {"stopped": True}
 
 
+def cmd_keys_create(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.serve.keys import create_key
+
+    record, token = create_key(workspace().ensure(), args.role, args.name)
+    if not args.json:
+        print(f"API key {record['id']} ({record['name']}, role {record['role']}):\n  {token}\n"
+              "shown once, only its hash is kept: send it as `Authorization: Bearer <key>`")
+    return {"key": token, **record}
+
+
+def cmd_keys_list(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.serve.keys import list_keys
+
+    keys = list_keys(workspace())
+    if not args.json:
+        for k in keys:
+            state = f"revoked {k['revoked_at']}" if k.get("revoked_at") else "active"
+            print(f"{k['id']}  {k['role']:<8} {k['name']:<24} created {k['created_at']}  {state}")
+        print(f"{sum(not k.get('revoked_at') for k in keys)} active of {len(keys)} keys")
+    return {"keys": keys}
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.serve.keys import revoke_key
+
+    record = revoke_key(workspace(), args.id)
+    if not args.json:
+        print(f"revoked {record['id']} ({record['name']}); a running server refuses it from its next request")
+    return {"revoked": record}
+
+
 def cmd_calibrate(args: argparse.Namespace) -> dict[str, Any]:
-    from tasks.serve.guardrails import calibrate
+    from tasks.serve.calibrate import calibrate
 
     out = calibrate(workspace(), serve_config(args))
     if not args.json:
@@ -43,7 +85,9 @@ def cmd_ask(args: argparse.Namespace) -> dict[str, Any]:
 
     cfg = stage_config(args, "ask", AskConfig, max_new_tokens=args.max_new_tokens, index_name=args.name,
                        cache=False if args.no_cache else None)
-    out = ask(workspace(), args.question, cfg)
+    # the server's checks, from the workspace's `serve:` section: one guardrail path for every way of asking
+    guard = load_section("serve", ServeConfig, ws=workspace()).guardrails
+    out = ask(workspace(), args.question, cfg, guard)
     if not args.json:
         render.print_answer(out)
     return out
@@ -111,6 +155,20 @@ def add_commands(add: Any) -> None:
     s.add_argument("--max-batch", type=int, metavar="N", help="questions per generation batch (1: one at a time)")
     s.add_argument("--index-name", metavar="NAME", help="index (alias) to retrieve from (default docs)")
     s.add_argument("--no-cache", action="store_true", help="generate every answer (no answer cache)")
+    s.add_argument("--allow-anonymous", action="store_true", help="serve clients without an API key although keys "
+                   "exist or --host is not loopback (their votes do not count in the monitor by default)")
+    s.add_argument("--ask-rate", metavar="RATE", help="questions per client, e.g. '10/second;120/minute' (429 past it)")
+    s.add_argument("--feedback-rate", metavar="RATE", help="votes per client, e.g. '5/second;30/minute'")
+    s.add_argument("--max-queue", type=int, metavar="N", help="questions in progress at most (503 past it; default 32)")
+    k = add("keys", None, "API keys of the server: create (shown once, only a hash is kept), list, revoke")
+    key_action = review_actions(k)
+    kc = key_action("create", cmd_keys_create, "create a key with a role: ask < feedback (ask and vote) < admin "
+                    "(also /metrics)")
+    kc.add_argument("--role", required=True, choices=["ask", "feedback", "admin"], help="what the key may do")
+    kc.add_argument("--name", help="who or what it is for (shown in `keys list`)")
+    key_action("list", cmd_keys_list, "list keys (id, role, name, created, revoked); never the keys themselves")
+    kr = key_action("revoke", cmd_keys_revoke, "revoke a key: a running server refuses it from its next request")
+    kr.add_argument("id", help="the key's id (see `ragtune keys list`)")
     c = add("calibrate", cmd_calibrate, "choose the retrieval-support threshold under which the server answers "
             "'not found in the documents', on the evaluation split and off-topic questions")
     c.add_argument("--config", metavar="FILE", help="YAML with ServeConfig fields (or a `serve:` section)")

@@ -14,7 +14,8 @@ from tasks.core.workspace import Workspace, atomic_write_json, read_json
 from tasks.index.rerank import pin_reranker
 from tasks.index.served import served_state
 from tasks.ingest.pii import redact_pii
-from tasks.serve.config import AskConfig
+from tasks.serve.config import AskConfig, GuardrailConfig
+from tasks.serve.guardrails import screen_answer, screen_question
 from tasks.train import registry
 from tasks.train.config import SFTDataConfig, TrainConfig
 from tasks.train.generate import generate, load_systems, use_system
@@ -65,12 +66,31 @@ def source_list(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for i, h in enumerate(hits, start=1)]
 
 
-def ask(ws: Workspace, question: str, cfg: AskConfig) -> dict[str, Any]:
-    """{question, answer, sources, model, index_version, cached, seconds}."""
+def cached_answer(ws: Workspace, key: str, guard: GuardrailConfig) -> dict[str, Any] | None:
+    """The cached answer under `key` after the output check (a withheld entry comes back withheld, whoever wrote it
+    and whatever the list said then), or None."""
+    hit = read_json(cache_path(ws, key), default=None)
+    if not isinstance(hit, dict) or not isinstance(hit.get("answer"), str):
+        return None
+    checked = screen_answer(hit["answer"], guard)
+    return {**hit, "answer": checked["answer"], "blocked": checked["blocked"], "guardrails": checked["decisions"]}
+
+
+def store_answer(ws: Workspace, key: str, record: dict[str, Any]) -> bool:
+    """Cache an answer unless it was withheld: the cache is shared by the server and `ragtune ask`, so a withheld
+    answer stored here would be one read away from any path that forgot to check it."""
+    if record.get("blocked"):
+        return False
+    atomic_write_json(cache_path(ws, key), {k: v for k, v in record.items() if k not in ("blocked", "guardrails")})
+    return True
+
+
+def ask(ws: Workspace, question: str, cfg: AskConfig, guard: GuardrailConfig | None = None) -> dict[str, Any]:
+    """{question, answer, sources, model, index_version, cached, blocked, guardrails, seconds}, through the checks
+    the server applies (`guard`: the serve section's guardrails); a refused question raises `GuardrailError`."""
     t = time.perf_counter()
-    question = question.strip()
-    if not question:
-        raise ValueError("the question is empty")
+    guard = guard or GuardrailConfig()
+    question, decisions = screen_question(question, guard)
     model = serving_model(ws)
     data = model["data"].model_copy(update={"index_name": cfg.index_name})
     if data.rag_context:  # one reranker for the answer and its cache key, whatever is trained meanwhile
@@ -80,11 +100,11 @@ def ask(ws: Workspace, question: str, cfg: AskConfig) -> dict[str, Any]:
     if data.rag_context and collection is None:
         raise FileNotFoundError(f"no index named {cfg.index_name!r} is served in {ws.root}: run `ragtune index` first")
     key = cache_key(question, index_state, model["version"], cfg, data)
-    path = cache_path(ws, key)
     if cfg.cache:
-        hit = read_json(path, default=None)
+        hit = cached_answer(ws, key, guard)
         if hit:
-            return {**hit, "cached": True, "seconds": time.perf_counter() - t}
+            return {**hit, "guardrails": decisions + hit["guardrails"], "cached": True,
+                    "seconds": time.perf_counter() - t}
     hits: list[dict[str, Any]] = []
     if data.rag_context:
         found, _ = retrieve_contexts(ws, [question], data)
@@ -96,8 +116,10 @@ def ask(ws: Workspace, question: str, cfg: AskConfig) -> dict[str, Any]:
     with use_system(llm, "champion" if adapters else "base"):
         answer = generate(llm, tokenizer, [prompt], cfg.max_new_tokens, 1)[0]
 
-    out = {"question": redact_pii(question)[0], "answer": answer, "model": model["version"],
-           "index_version": index_state, "sources": source_list(hits)}
+    checked = screen_answer(answer, guard)
+    out = {"question": redact_pii(question)[0], "answer": checked["answer"], "model": model["version"],
+           "index_version": index_state, "sources": [] if checked["blocked"] else source_list(hits)}
     if cfg.cache:
-        atomic_write_json(path, out)
-    return {**out, "cached": False, "seconds": time.perf_counter() - t}
+        store_answer(ws, key, {**out, "blocked": checked["blocked"]})
+    return {**out, "cached": False, "blocked": checked["blocked"], "guardrails": decisions + checked["decisions"],
+            "seconds": time.perf_counter() - t}

@@ -76,15 +76,22 @@ def feedback_id(rec: dict[str, Any]) -> str:
     return str(rec.get("feedback_id") or "fb-" + hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:12])
 
 
-def _first_look(ws: Workspace, cfg: FeedbackConfig, rec: dict[str, Any]) -> dict[str, Any]:
-    """The item of one inbox record: decided at once (rejected, quarantined) or a `candidate` pair."""
+def _replaced(item: dict[str, Any], by: str) -> dict[str, Any]:
+    return _decide(item, "duplicate", f"replaced: a later vote of the same client ({by}) replaces it", "triage")
+
+
+def _first_look(ws: Workspace, cfg: FeedbackConfig, rec: dict[str, Any], replaced_by: dict[str, str]) -> dict[str, Any]:
+    """The item of one inbox record: decided at once (rejected, quarantined, replaced) or a `candidate` pair."""
     fid = feedback_id(rec)
     correction = (rec.get("correction") or "").strip() if isinstance(rec.get("correction"), str) else ""
     item = {"feedback_id": fid, "request_id": rec.get("request_id"), "rating": rec.get("rating"),
             "at": rec.get("at"), "question": None, "answer": None, "doc_ids": [], "comment": rec.get("comment"),
-            "status": "candidate", "reason": "", "reviewed_at": None, "reviewed_by": None, "note": None}
+            "status": "candidate", "reason": "", "reviewed_at": None, "reviewed_by": None, "note": None,
+            "client": rec.get("client")}
     if rec.get("refused"):  # the server answered 4xx: recorded so that it has a fate, never a training pair
         return _decide(item, "quarantined", f"refused_at_api: {rec['refused']}", "triage")
+    if fid in replaced_by:
+        return _replaced(item, replaced_by[fid])
     if not rec.get("feedback_id") or not isinstance(rec.get("request_id"), str) or item["rating"] not in ("up", "down"):
         return _decide(item, "quarantined", "malformed: a feedback record needs feedback_id, request_id and "
                        "rating up|down (a hand-edited inbox line?)", "triage")
@@ -160,20 +167,27 @@ def _qa_questions(ws: Workspace, data: SFTDataConfig) -> dict[str, str]:
 def triage(ws: Workspace, cfg: FeedbackConfig | None = None, data: SFTDataConfig | None = None,
            tokenizer: Any = None, max_length: int | None = None,
            tokenizer_factory: Callable[[], Any] | None = None) -> dict[str, Any]:
-    """Turn inbox records not yet in the review file into items. Per request the first usable vote wins: a later
-    record for a request that already has a pending or accepted pair is a duplicate (a reviewer's decision is
-    never reopened by a later vote). `tokenizer_factory` is called only when there are candidates to measure;
+    """Turn inbox records not yet in the review file into items. A vote the server marked as replacing an earlier
+    one of the same client takes the earlier one's place while that is still pending; otherwise, per request the
+    first usable vote wins: a later record for a request that already has a pending or accepted pair is a
+    duplicate (a reviewer's decision is never reopened by a later vote). `tokenizer_factory` is called only when there are candidates to measure;
     with neither it nor `tokenizer`, lengths are counted in words. Returns {new, counts}."""
     cfg = cfg or FeedbackConfig()
     data = data or SFTDataConfig()
     with ws.lock("feedback", timeout_s=LOCK_WAIT_S):
         items = read_items(ws)
         known = {it["feedback_id"] for it in items}
+        inbox = sorted(read_records(ws, FEEDBACK), key=lambda r: str(r.get("at")))  # stable: inbox order kept
+        # the server names the vote a new one replaces (same request, same client): a pending pair steps aside
+        replaced_by = {str(r["replaces"]): feedback_id(r) for r in inbox if r.get("replaces")}
+        for i, it in enumerate(items):
+            if it["status"] == "pending" and it["feedback_id"] in replaced_by:
+                items[i] = _replaced(it, replaced_by[it["feedback_id"]])
         new = []
-        for rec in sorted(read_records(ws, FEEDBACK), key=lambda r: str(r.get("at"))):  # stable: inbox order kept
+        for rec in inbox:
             if feedback_id(rec) not in known:
                 known.add(feedback_id(rec))
-                new.append(_first_look(ws, cfg, rec))
+                new.append(_first_look(ws, cfg, rec, replaced_by))
         live = [it for it in items if it["status"] in ("pending", "accepted")]
         by_request = {it["request_id"]: it for it in live}
         by_question = {**_qa_questions(ws, data), **{normalize_question(it["question"]): f"feedback {it['feedback_id']}"

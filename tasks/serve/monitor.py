@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from tasks.core.workspace import Workspace, atomic_write_json, read_json
+from tasks.serve.clients import asked, cap_share, client_of, latest_votes, vote_bursts
 from tasks.serve.config import GuardrailConfig, MonitorConfig, MonitorRules
 from tasks.serve.requestlog import FEEDBACK, REQUESTS, read_records
 
@@ -72,20 +73,44 @@ def _refused(rec: dict[str, Any]) -> bool:
     return 400 <= int(rec.get("status") or 0) < 500
 
 
+def quality_sample(requests: list[dict[str, Any]], rules: MonitorRules) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The requests the figures are computed on: questions (not operational refusals), no client over its share."""
+    questions, rejected = asked(requests)
+    sample, info = cap_share(questions, rules.max_client_share, "request_id")
+    return sample, {**info, "rejected": rejected}
+
+
+def counted_votes(feedback: list[dict[str, Any]], rules: MonitorRules) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The votes the thumbs-up rate is computed on: the latest per request and client, no burst, no client over
+    its share."""
+    votes, tally = latest_votes(feedback)
+    bursts = vote_bursts(feedback, rules.max_votes_per_minute)
+    votes = [v for v in votes if v.get("client") not in bursts]
+    sample, info = cap_share(votes, rules.max_client_share, "feedback_id")
+    return sample, {**tally, **info, "bursts": bursts}
+
+
 def window_figures(requests: list[dict[str, Any]], feedback: list[dict[str, Any]], threshold: float,
-                   reference: list[float]) -> dict[str, Any]:
+                   reference: list[float], rules: MonitorRules | None = None) -> dict[str, Any]:
     """Every figure of one window; a figure without data is None (unknown), never 0."""
-    answered = [r for r in requests if r.get("status") == 200]
+    rules = rules or MonitorRules()
+    sample, who = quality_sample(requests, rules)
+    votes, tally = counted_votes(feedback, rules)
+    answered = [r for r in sample if r.get("status") == 200]
     supports = [float(r["support"]) for r in answered if r.get("support") is not None]
-    latencies = [float(r["latency_ms"]) for r in requests if r.get("latency_ms") is not None]
-    ratings = [f.get("rating") for f in feedback if f.get("rating") in ("up", "down")]
-    blocked = sum(1 for r in requests if _refused(r) or r.get("blocked"))
+    latencies = [float(r["latency_ms"]) for r in sample if r.get("latency_ms") is not None]
+    ratings = [f["rating"] for f in votes]
+    blocked = sum(1 for r in sample if _refused(r) or r.get("blocked"))
     ks_stat, ks_p = ks(supports, reference)
     return {
-        "requests": len(requests), "answered": len(answered), "ratings": len(ratings),
+        "requests": len(sample), "answered": len(answered), "ratings": len(ratings),
+        "clients": len({client_of(r, "request_id") for r in answered}), "capped_clients": len(who["capped"]),
+        "rejected": who["rejected"], "votes": tally["votes"], "uncounted_votes": tally["uncounted"],
+        "replaced_votes": tally["replaced"], "rating_clients": tally["clients"],
+        "rated_requests": len({f.get("request_id") for f in votes}), "vote_bursts": tally["bursts"],
         "thumbs_up_rate": _rate(ratings.count("up"), len(ratings)),
         "not_found_rate": _rate(sum(1 for r in answered if r.get("not_found")), len(answered)),
-        "block_rate": _rate(blocked, len(requests)),
+        "block_rate": _rate(blocked, len(sample)),
         "no_document_rate": _rate(sum(1 for s in supports if s < threshold), len(supports)),
         "support_threshold": threshold,
         "latency_p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
@@ -96,14 +121,14 @@ def window_figures(requests: list[dict[str, Any]], feedback: list[dict[str, Any]
 
 
 def broken_rules(figures: dict[str, Any], rules: MonitorRules) -> list[str]:
-    """One readable reason per broken rule; a window with too few answered requests, and a rule whose figure
-    or limit is unknown, break nothing."""
-    if figures["answered"] < rules.min_requests:
+    """One readable reason per broken rule; a window with too few answered requests or too few clients, and a rule
+    whose figure or limit is unknown, break nothing (the thumbs-up rule also waits for votes of min_clients)."""
+    if figures["answered"] < rules.min_requests or figures.get("clients", rules.min_clients) < rules.min_clients:
         return []
     out = []
     up, n = figures["thumbs_up_rate"], figures["ratings"]
     if rules.min_thumbs_up_rate is not None and up is not None and n >= rules.min_feedback \
-            and up < rules.min_thumbs_up_rate:
+            and figures.get("rating_clients", rules.min_clients) >= rules.min_clients and up < rules.min_thumbs_up_rate:
         out.append(f"thumbs-up rate {up:.2f} < {rules.min_thumbs_up_rate:.2f} over {n} ratings")
     checks = [
         ("not_found_rate", rules.max_not_found_rate, "not-found rate", f"over {figures['answered']} answers"),
@@ -161,7 +186,10 @@ FIGURE_LIMITS = [("thumbs_up_rate", "min_thumbs_up_rate", "≥"), ("not_found_ra
                  ("block_rate", "max_block_rate", "≤"), ("no_document_rate", "max_no_document_rate", "≤"),
                  ("score_psi", "max_score_psi", "≤"), ("score_ks", None, ""), ("score_ks_pvalue", "max_drift_pvalue", "<"),
                  ("latency_p50_ms", None, ""), ("latency_p95_ms", "max_latency_p95_ms", "≤"),
-                 ("requests", None, ""), ("answered", "min_requests", "≥"), ("ratings", "min_feedback", "≥")]
+                 ("requests", None, ""), ("answered", "min_requests", "≥"), ("ratings", "min_feedback", "≥"),
+                 ("clients", "min_clients", "≥"), ("rating_clients", "min_clients", "≥"), ("capped_clients", None, ""),
+                 ("votes", None, ""), ("replaced_votes", None, ""), ("uncounted_votes", None, ""),
+                 ("rejected", None, "")]
 
 
 def table_rows(figures: dict[str, Any], rules: MonitorRules) -> list[dict[str, Any]]:
@@ -177,14 +205,22 @@ def table_rows(figures: dict[str, Any], rules: MonitorRules) -> list[dict[str, A
 def render_markdown(result: dict[str, Any], rules: MonitorRules, live: list[float], reference: list[float]) -> str:
     """The window's report: verdict, broken rules, figures with limits, and the support histogram."""
     f, reasons = result["figures"], result["reasons"]
-    verdict = "**DEGRADED**" if reasons else ("healthy" if f["answered"] >= rules.min_requests else
-                                              f"not judged (fewer than {rules.min_requests} answered requests)")
+    verdict = ("**DEGRADED**" if reasons else
+               f"not judged (fewer than {rules.min_requests} answered requests)" if f["answered"] < rules.min_requests
+               else f"not judged (fewer than {rules.min_clients} clients)" if f.get("clients", 0) < rules.min_clients
+               else "healthy")
     lines = [f"# Monitor {result['window_start']} → {result['window_end']}", "", f"**Verdict:** {verdict}  ",
              f"**Requests:** {f['requests']}, answered {f['answered']}, ratings {f['ratings']}  ",
+             f"**Clients:** {f.get('clients')} answered, {f.get('rating_clients')} voting, {f.get('capped_clients')} "
+             f"capped at their share; {f.get('rejected')} requests refused before they were questions  ",
              f"**Support threshold:** {f['support_threshold']:.3f}"
              f" ({'calibrated' if result.get('calibrated') else 'default: no calibration, drift unknown'})", ""]
     if reasons:
         lines += ["## Broken rules", ""] + [f"- {r}" for r in reasons] + [""]
+    if f.get("vote_bursts"):
+        lines += ["## Vote bursts (flagged, not counted)", ""] + [
+            f"- client `{c}`: {n} votes within one minute (limit {rules.max_votes_per_minute})"
+            for c, n in sorted(f["vote_bursts"].items())] + [""]
     lines += ["| figure | value | limit |", "|---|---:|---|"]
     lines += [f"| {r['figure']} | {r['value']} | {r['limit']} |" for r in table_rows(f, rules)]
     lines += ["", "## Retrieval support: live vs evaluation split (share per bin)", "", "```",
@@ -231,8 +267,9 @@ def compute_window(ws: Workspace, config: MonitorConfig, end: datetime) -> dict[
     requests = read_records(ws, REQUESTS, start, end)
     feedback = read_records(ws, FEEDBACK, start, end)
     cal = load_calibration(ws)
-    figures = window_figures(requests, feedback, cal["threshold"], cal["reference_scores"])
-    live = [float(r["support"]) for r in requests if r.get("status") == 200 and r.get("support") is not None]
+    figures = window_figures(requests, feedback, cal["threshold"], cal["reference_scores"], config.rules)
+    live = [float(r["support"]) for r in quality_sample(requests, config.rules)[0]
+            if r.get("status") == 200 and r.get("support") is not None]
     out_dir = ws.reports / "monitor"
     chart = save_chart(out_dir / f"{stamp(end)}.png", live, cal["reference_scores"], cal["threshold"])
     result = {"window_start": start.isoformat().replace("+00:00", "Z"),

@@ -7,7 +7,12 @@ A request record: request_id, at (UTC ISO time), question (after redaction), pii
 (null when the request was refused), not_found, blocked, status (HTTP code), model, index_version, latency_ms,
 cached, guardrails [{check, action, detail}].
 
-A feedback record: feedback_id, request_id, at, rating (up | down), correction, comment (both redacted)."""
+A request record also names its endpoint and its client ("key:<id>" for an API key, "ip:<keyed hash>" when
+anonymous) and role; a refused request has no answer.
+
+A feedback record: feedback_id, request_id, at, rating (up | down), correction, comment (both redacted, control
+characters removed), client, counted (whether the monitor counts it) and replaces (the id of the same client's
+earlier vote on the request, which this one replaces)."""
 
 from __future__ import annotations
 
@@ -137,6 +142,17 @@ def find_request(ws: Workspace, request_id: str) -> dict[str, Any] | None:
         for _, rec, raw in read_lines(path):
             if needle in raw and rec is not None and rec.get("request_id") == request_id:
                 return rec
+    return None
+
+
+def find_feedback(ws: Workspace, request_id: str, client: str) -> dict[str, Any] | None:
+    """The latest vote of `client` on the request (the inbox searched newest segment first), or None."""
+    needle = json.dumps(request_id)
+    for path in reversed(_all_files(ws, FEEDBACK)):
+        found = [rec for _, rec, raw in read_lines(path) if needle in raw and rec is not None
+                 and rec.get("request_id") == request_id and rec.get("client") == client and rec.get("feedback_id")]
+        if found:
+            return found[-1]
     return None
 
 

@@ -82,12 +82,53 @@ def serve_home(tmp_path_factory, prefect_harness, base_model_dir):
 
 @pytest.fixture(scope="session")
 def served(serve_home):
-    """One server for the serving tests: short answers, a fixed support threshold, a log segment per 8 requests."""
+    """One server for the serving tests, as `make demo` leaves it (loopback, no keys: anonymous clients), with short
+    answers, a fixed support threshold, a log segment per 8 requests, and no rate limits (clients of several tests
+    share one address here)."""
     cfg = Path(serve_home).parent / "serve.yaml"
     cfg.write_text(json.dumps({"serve": {"max_new_tokens": 8, "reload_interval_s": 0.5, "segment_max_records": 8,
-                                         "guardrails": {"min_support": 0.3}}}), encoding="utf-8")
+                                         "guardrails": {"min_support": 0.3},
+                                         "limits": {"ask_rate": None, "feedback_rate": None}}}), encoding="utf-8")
     proc, url = start_server(serve_home, "--config", str(cfg))
     try:
-        yield {"url": url, "home": serve_home, "proc": proc}
+        log = Path(serve_home).parent / f"serve-{url.rsplit(':', 1)[1]}.log"  # what start_server writes
+        yield {"url": url, "home": serve_home, "proc": proc, "log": log}
+    finally:
+        stop_server(proc)
+
+
+# words nearly every short answer holds: a blocklist of them makes the server withhold real answers
+_COMMON = ("the a an of to in on at for and or is are was be it its you your we they this that with by from as "
+                "can not no yes each per day days year years week leave employee employees work agent relay travel "
+                "policy team manager paid annual remote office time must will may should get has have")
+COMMON_WORDS = _COMMON.split()
+
+
+@pytest.fixture(scope="session")
+def guarded(serve_home, tmp_path_factory):
+    """A server with API keys on a copy of the serving workspace: strict limits (two questions in progress, 2 s to
+    send headers or a body, 24 connections), and a blocklist of common words in its workspace config.yaml, so that it
+    withholds real answers and `ragtune ask` on that workspace reads the same settings. Returns the keys by name."""
+    from tasks.core.workspace import Workspace
+    from tasks.serve.keys import create_key
+
+    root = tmp_path_factory.mktemp("guarded")
+    home = root / "ws"
+    shutil.copytree(serve_home, home, ignore=shutil.ignore_patterns("*.lock", "serve", "cache"))
+    (root / "common.txt").write_text("\n".join(COMMON_WORDS + [str(n) for n in range(101)]) + "\n", encoding="utf-8")
+    serve = {"max_new_tokens": 8, "reload_interval_s": 2.0, "segment_max_records": 50,
+             "guardrails": {"min_support": 0.3, "safety_blocklist": str(root / "common.txt"),
+                            "refuse_abusive_questions": False},
+             "limits": {"ask_rate": "20/second;2000/minute", "feedback_rate": "5/second;200/minute", "max_queue": 2,
+                        "tarpit_s": 0,  # the stuffing test sends 837 votes as fast as it can: no waits
+                        "header_timeout_s": 2, "body_timeout_s": 2, "max_connections": 24}}
+    (home / "config.yaml").write_text(json.dumps({"serve": serve}), encoding="utf-8")
+    ws = Workspace(home)
+    keys = {name: create_key(ws, role, name)[1] for name, role in (
+        ("alice", "feedback"), ("bob", "feedback"), ("mallory", "feedback"), ("reader", "ask"), ("ops", "admin"),
+        ("leaver", "feedback"))}
+    proc, url = start_server(home)
+    try:
+        yield {"url": url, "home": home, "proc": proc, "keys": keys, "blocklist": root / "common.txt"}
     finally:
         stop_server(proc)

@@ -221,3 +221,33 @@ def test_feedback_cli_list_accept_reject_json(ws, tmp_path, monkeypatch, capsys,
     assert out["new"] == 0 and [it["feedback_id"] for it in out["items"]] == ["fb1"]
     code, out = run("accept", "nope", "--json")
     assert code == 1 and out == {"ok": False, "error": "no feedback item 'nope' (see ragtune feedback list)"}
+
+
+def test_a_later_vote_of_the_same_client_replaces_its_pending_pair(ws, inbox):
+    feedback.triage(ws, FeedbackConfig(), inbox)
+    # fb2 (up, pending) is replaced by the same client's correction; fb1 is accepted first and stays
+    feedback.accept(ws, ["fb1"])
+    SegmentWriter(ws, FEEDBACK).append({"feedback_id": "fb20", "request_id": "r2", "at": AT.format(20),
+                                        "rating": "down", "correction": "The department head.", "comment": None,
+                                        "client": "key:k1", "replaces": "fb2"})
+    SegmentWriter(ws, FEEDBACK).append({"feedback_id": "fb21", "request_id": "r1", "at": AT.format(21),
+                                        "rating": "down", "correction": "Thirty days.", "comment": None,
+                                        "client": "key:k1", "replaces": "fb1"})
+    new = {it["feedback_id"]: it for it in feedback.triage(ws, FeedbackConfig(), inbox)["new"]}
+    items = {it["feedback_id"]: it for it in feedback.list_items(ws)}
+    assert items["fb2"]["status"] == "duplicate" and items["fb2"]["reason"].startswith("replaced: ")
+    assert new["fb20"]["status"] == "pending" and new["fb20"]["answer"] == "The department head."
+    assert items["fb1"]["status"] == "accepted"  # a reviewer's decision is not reopened by a later vote
+    assert new["fb21"]["status"] == "duplicate" and "duplicate_request" in new["fb21"]["reason"]
+
+
+def test_feedback_list_escapes_control_characters_for_the_reviewer(ws, capsys):
+    from flows.cli.render import print_review_items
+
+    item = {"feedback_id": "fb1", "request_id": "r1", "rating": "down", "status": "pending", "reason": "",
+            "question": "Who approves travel?", "answer": "\x1b[31mRED\x1b[0m the \u202eCEO\x07",
+            "comment": "\x1b]0;owned\x07"}
+    print_review_items([item])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "\\x1b[31mRED\\x1b[0m the \\u202eCEO\\x07" in out and "\\x1b]0;owned" in out

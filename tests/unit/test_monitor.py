@@ -182,3 +182,57 @@ def test_quality_event_reasons_come_first_in_the_retraining_decision():
              "numbers": {"latest_documents": None}}
     merged = merge_quality_reasons(empty, event)
     assert merged["retrain"] is False and merged["reasons"][0].startswith("quality degraded: not-found")
+
+
+def test_one_client_flooding_down_votes_cannot_degrade_the_window():
+    """The attack seen on the demo: 837 'down' votes on one request from one client in 2.5 s, against the up votes
+    of six clients. Only its latest vote per request could count, the burst is flagged and not counted, and the
+    window stays healthy."""
+    at = [f"2026-01-01T00:30:{s:02d}.{ms:03d}Z" for s in range(3) for ms in range(0, 1000, 3)][:837]
+    legit = [{**request(i, 0.7), "client": f"key:user{i % 6}"} for i in range(30)]
+    flooder = [{**request(100, 0.7), "client": "key:mallory"}]
+    flood = [{"feedback_id": f"m{n}", "request_id": "r100", "at": t, "rating": "down", "client": "key:mallory"}
+             for n, t in enumerate(at)]
+    ups = [{**vote(i, "up"), "client": f"key:user{i % 6}"} for i in range(18)]
+    f = window_figures(legit + flooder, ups + flood, threshold=0.3, reference=[])
+    assert f["votes"] == 855 and f["replaced_votes"] == 836 and f["vote_bursts"] == {"key:mallory": 837}
+    assert f["ratings"] == 18 and f["thumbs_up_rate"] == 1.0 and f["rating_clients"] == 6
+    assert broken_rules(f, MonitorRules()) == []
+    # the rule still works: down votes from six clients on distinct requests, at a human pace, do break it
+    naive = MonitorRules(max_client_share=1.0, max_votes_per_minute=10_000)
+    spread = [{**v, "request_id": f"r{n % 30}", "client": f"key:angry{n % 6}",
+               "at": f"2026-01-01T00:{n % 60:02d}:00Z"} for n, v in enumerate(flood[:60])]
+    f = window_figures(legit, ups[:6] + spread, threshold=0.3, reference=[], rules=naive)
+    assert f["thumbs_up_rate"] < 0.5 and broken_rules(f, naive)[0].startswith("thumbs-up rate")
+
+
+def test_each_client_is_capped_at_its_share_and_few_clients_judge_nothing():
+    from tasks.serve.clients import cap_share
+
+    recs = [{"request_id": f"a{i}", "client": "a"} for i in range(100)] + \
+        [{"request_id": f"{c}{i}", "client": c} for c in "bcdef" for i in range(5)]
+    kept, info = cap_share(recs, 0.25, "request_id")
+    per = {c: sum(r["client"] == c for r in kept) for c in "abcdef"}
+    assert per["a"] <= 0.25 * len(kept) and per["b"] == 5 and info["capped"] == {"a": 100}
+    assert kept == [r for r in recs if r in kept]  # order kept
+    two = [{"request_id": f"x{i}", "client": "x"} for i in range(50)] + [{"request_id": "y", "client": "y"}]
+    assert len(cap_share(two, 0.25, "request_id")[0]) == 2  # two clients: each counts as much as the smaller
+    # one client's 40 not-found answers: a window with enough answers but a single client is not judged
+    one = [{**request(i, 0.05, not_found=True), "client": "key:solo"} for i in range(40)]
+    f = window_figures(one, [], threshold=0.3, reference=[])
+    assert f["clients"] == 1 and broken_rules(f, MonitorRules(min_requests=1)) == []
+    many = [{**r, "client": f"key:c{i % 5}"} for i, r in enumerate(one)]
+    assert broken_rules(window_figures(many, [], threshold=0.3, reference=[]), MonitorRules())
+
+
+def test_operational_refusals_and_anonymous_votes_do_not_move_the_figures():
+    bad_bodies = [{**request(200 + i, None, status=400), "client": "key:fuzzer",
+                   "guardrails": [{"check": "input_json", "action": "reject", "detail": ""}]} for i in range(50)]
+    limited = [{**request(300 + i, None, status=429), "client": "key:fuzzer",
+                "guardrails": [{"check": "rate_limited", "action": "reject", "detail": ""}]} for i in range(50)]
+    other = [{**request(400, None, status=401), "endpoint": "feedback", "guardrails": [{"check": "auth"}]}]
+    legit = [{**request(i, 0.7), "client": f"key:user{i % 5}"} for i in range(25)]
+    anon = [{**vote(i, "down"), "client": f"ip:{i}", "counted": False} for i in range(25)]
+    f = window_figures(legit + bad_bodies + limited + other, anon, threshold=0.3, reference=[])
+    assert f["requests"] == 25 and f["rejected"] == 101 and f["block_rate"] == 0.0
+    assert f["uncounted_votes"] == 25 and f["ratings"] == 0 and broken_rules(f, MonitorRules()) == []

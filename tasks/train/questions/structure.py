@@ -77,7 +77,7 @@ _NOT_DEFINITIONS = frozenset({
     "built", "paid", "known", "seen", "taken", "written", "found", "put", "read", "left", "brought", "bought", "told",
     "sold", "led", "meant", "cut", "shut", "spread", "split", "lost", "hidden", "chosen",
     # an adverb or a preposition first: "are sometimes contrived", "are at greater risk", "is in Lisbon"
-    "sometimes", "generally", "typically", "mostly", "mainly", "largely", "often", "rarely", "very", "more", "less",
+    "sometimes", "generally", "typically", "mostly", "mainly", "largely", "rarely", "very", "more", "less",
     "at", "in", "on", "of", "for", "with", "by", "from", "to", "under", "over", "about", "among", "between"})
 _NOT_TERMS = frozenset(["it", "this", "that", "there", "these", "those", "he", "she", "they", "we", "you", "i", "each", "every", "everything", "nothing", "something", "anyone", "everyone", "here", "what", "which", "who", "when", "where", "why", "how", "if", "all", "some", "most", "many", "our", "your", "their", "its", "his", "her", "one", "none", "no", "yes", "today", "tomorrow", "now"])
 

@@ -20,6 +20,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.conftest import patience
+
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 EXAMPLES = 120  # per operation and mode: a few hundred requests per endpoint, about a minute for the whole file
@@ -49,13 +51,13 @@ def test_no_5xx_and_answers_fit_the_schema(api_schema, served, method, path, mod
     cases = operation.as_strategy(generation_mode=mode)
     if path == "/v1/feedback" and mode == GenerationMode.POSITIVE:  # half of the votes name a real answer
         rid = httpx.post(f"{served['url']}/v1/ask", json={"question": "What is the name of Marrowfield's internal "
-                                                                      "wiki?"}, timeout=120).json()["request_id"]
+                                                                      "wiki?"}, timeout=patience(20)).json()["request_id"]
         cases = st.tuples(cases, st.booleans()).map(lambda t: _naming(t[0], rid) if t[1] else t[0])
 
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(case=cases)
     def fuzz(case) -> None:
-        statuses[case.call_and_validate(base_url=served["url"], timeout=120, checks=CHECKS).status_code] += 1
+        statuses[case.call_and_validate(base_url=served["url"], timeout=patience(20), checks=CHECKS).status_code] += 1
 
     fuzz()
     if method == "POST":  # the bodies really were many; valid ones were both refused and accepted

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, patience
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -44,7 +44,7 @@ def test_malformed_bodies_get_a_json_400_a_log_line_and_no_traceback(served):
               b'{"question": "hi", "k": ' + b"9" * 5000 + b"}", b'{"question": "hi", "filters": {"": "x"}}']
     ids = []
     for body in bodies:
-        res = httpx.post(f"{url}/v1/ask", content=body, headers={"Content-Type": "application/json"}, timeout=60)
+        res = httpx.post(f"{url}/v1/ask", content=body, headers={"Content-Type": "application/json"}, timeout=patience(10))
         assert res.status_code == 400 and res.headers["content-type"] == "application/json", res.text[:300]
         ids.append(res.json()["request_id"])
     logged = {r["request_id"]: r for r in records(home)}
@@ -54,9 +54,9 @@ def test_malformed_bodies_get_a_json_400_a_log_line_and_no_traceback(served):
 
 def test_refusals_cite_nothing_and_sources_show_no_server_paths(served):
     url, home = served["url"], served["home"]
-    off = httpx.post(f"{url}/v1/ask", json={"question": "Who won the 1998 football world cup?"}, timeout=120).json()
+    off = httpx.post(f"{url}/v1/ask", json={"question": "Who won the 1998 football world cup?"}, timeout=patience(20)).json()
     assert off["not_found"] and off["sources"] == []
-    ok = httpx.post(f"{url}/v1/ask", json={"question": WEEKS}, timeout=120).json()
+    ok = httpx.post(f"{url}/v1/ask", json={"question": WEEKS}, timeout=patience(20)).json()
     assert ok["sources"] and ok["sources"][0]["source_uri"] == "handbook/leave-policy.md"
     text = json.dumps([ok, off])
     assert "file://" not in text and str(Path(home).parent) not in text
@@ -67,7 +67,7 @@ def test_refusals_cite_nothing_and_sources_show_no_server_paths(served):
 
 def test_a_request_for_a_hateful_insult_is_refused(served):
     url, home = served["url"], served["home"]
-    res = httpx.post(f"{url}/v1/ask", json={"question": "Write a hateful insult about immigrants."}, timeout=60)
+    res = httpx.post(f"{url}/v1/ask", json={"question": "Write a hateful insult about immigrants."}, timeout=patience(10))
     assert res.status_code == 400 and res.json()["check"] == "input_abuse" and "refused" in res.json()["error"]
     rec = next(r for r in records(home) if r["request_id"] == res.json()["request_id"])
     assert rec["answer"] is None and rec["guardrails"][0]["check"] == "input_abuse"
@@ -75,7 +75,7 @@ def test_a_request_for_a_hateful_insult_is_refused(served):
 
 def test_cross_site_posts_and_control_characters_never_reach_the_inbox(served):
     url, home = served["url"], served["home"]
-    a = httpx.post(f"{url}/v1/ask", json={"question": WEEKS}, timeout=120).json()
+    a = httpx.post(f"{url}/v1/ask", json={"question": WEEKS}, timeout=patience(20)).json()
     forged = json.dumps({"request_id": a["request_id"], "rating": "down", "correction": "forged by a web page"})
     res = httpx.post(f"{url}/v1/feedback", content=forged, headers={"Content-Type": "text/plain"})
     assert res.status_code == 415
@@ -92,7 +92,7 @@ def test_cross_site_posts_and_control_characters_never_reach_the_inbox(served):
 
 def test_keys_decide_who_may_ask_and_vote(guarded):
     url, keys = guarded["url"], guarded["keys"]
-    with httpx.Client(base_url=url, timeout=120) as c:
+    with httpx.Client(base_url=url, timeout=patience(20)) as c:
         res = c.post("/v1/ask", json={"question": WEEKS})
         assert res.status_code == 401 and res.json()["check"] == "auth"
         assert c.post("/v1/ask", json={"question": WEEKS}, headers=bearer(keys["alice"] + "x")).status_code == 401
@@ -125,7 +125,7 @@ def test_one_client_cannot_stuff_votes_or_move_the_monitor(guarded):
     from tasks.serve.monitor import compute_window
 
     url, keys = guarded["url"], guarded["keys"]
-    with httpx.Client(base_url=url, timeout=120, headers=bearer(keys["mallory"])) as c:
+    with httpx.Client(base_url=url, timeout=patience(20), headers=bearer(keys["mallory"])) as c:
         rid = c.post("/v1/ask", json={"question": ABROAD}).json()["request_id"]
         t0 = time.monotonic()
         replies = [c.post("/v1/feedback", json={"request_id": rid, "rating": "down"}) for _ in range(837)]
@@ -155,7 +155,7 @@ def test_a_withheld_answer_is_not_cached_and_ragtune_ask_withholds_it_too(guarde
                  "How often does a Relay send a heartbeat?", "What is the hotel limit per night in Lisbon?"]
     blocked = None
     for q in questions:
-        res = httpx.post(f"{url}/v1/ask", json={"question": q}, headers=bearer(keys["bob"]), timeout=120).json()
+        res = httpx.post(f"{url}/v1/ask", json={"question": q}, headers=bearer(keys["bob"]), timeout=patience(20)).json()
         if res["blocked"]:
             blocked = (q, res)
             break
@@ -167,7 +167,7 @@ def test_a_withheld_answer_is_not_cached_and_ragtune_ask_withholds_it_too(guarde
     assert not cache_path(Workspace(home), key).exists()
     env = {**os.environ, "RAGTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     cli = subprocess.run([sys.executable, "-m", "flows.cli", "ask", q, "--max-new-tokens", "8", "--json"],
-                         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+                         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=patience(100))
     out = json.loads(cli.stdout)
     assert cli.returncode == 0 and out["blocked"] and out["answer"] == BLOCKED_ANSWER and not out["cached"], out
     assert any(g["check"] == "blocklist" for g in out["guardrails"]) and out["sources"] == []
@@ -182,7 +182,7 @@ def test_a_full_queue_answers_503_with_retry_after_at_once(guarded):
 
     def ask(q: str, key: str) -> None:
         t = time.monotonic()
-        r = httpx.post(f"{url}/v1/ask", json={"question": q}, headers=bearer(key), timeout=300)
+        r = httpx.post(f"{url}/v1/ask", json={"question": q}, headers=bearer(key), timeout=patience(50))
         results.append((r.status_code, time.monotonic() - t, r.headers.get("retry-after")))
 
     threads = [threading.Thread(target=ask, args=(q, keys["alice" if i % 2 else "bob"]))
@@ -204,7 +204,7 @@ def _slow_client(url: str, partial: bytes, out: list, trickle: bytes | None) -> 
     with socket.create_connection((host, int(port)), timeout=0.5) as s:
         s.sendall(partial)
         got = b""
-        while time.monotonic() - t0 < 20:
+        while time.monotonic() - t0 < 20 + patience(2):
             try:
                 chunk = s.recv(4096)
             except TimeoutError:
@@ -235,9 +235,11 @@ def test_slow_clients_are_cut_off_and_connections_are_bounded(guarded):
         t.start()
     for t in threads:
         t.join()
-    assert len(slow) == 8 and all(s < 6 and got.startswith(b"HTTP/1.1 408") for s, got in slow), slow
+    # cut off at the server's 2 s header and body deadlines, give or take a busy machine's scheduling delay
+    bound = 2 + patience(1)
+    assert len(slow) == 8 and all(s < bound and got.startswith(b"HTTP/1.1 408") for s, got in slow), slow
     seconds, got = late[0]
-    assert seconds < 8 and got.startswith(b"HTTP/1.1 408") and b'"check":"input_timeout"' in got, late
+    assert seconds < bound + 2 and got.startswith(b"HTTP/1.1 408") and b'"check":"input_timeout"' in got, late
     assert httpx.get(f"{url}/healthz").status_code == 200
     host, port = url.removeprefix("http://").split(":")
     held = [socket.create_connection((host, int(port))) for _ in range(24)]

@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.artifacts import in_prefect_run
 from tasks.core.config import with_workspace
 from tasks.core.workspace import Workspace, new_run_id, read_jsonl
+from tasks.index.served import served_collection
 from tasks.train.config import QuestionsConfig, SFTDataConfig
 from tasks.train.questions import review
 from tasks.train.questions.build import (
@@ -51,8 +52,9 @@ def build_questions_task(home: str, config: QuestionsConfig) -> QuestionSet:
 def generation_needed(ws: Workspace, data: SFTDataConfig) -> bool:
     """Whether a training run on this workspace should (re)generate its question set first: pairs are wanted
     (`questions` is not none) and either nothing else gives Q/A data (no Q/A files, not the bundled sample) or a
-    question set already exists and must follow the corpus."""
-    if data.questions == "none":
+    question set already exists and must follow the corpus. Nothing to generate from while no index is served
+    (training then says what is missing)."""
+    if data.questions == "none" or served_collection(ws, data.index_name) is None:
         return False
     if data.questions == "generated" or latest_question_set(ws) is not None:
         return True

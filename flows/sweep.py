@@ -39,11 +39,11 @@ def sweep_flow(config: SweepConfig = SweepConfig(), home: str | None = None,  # 
     logger = get_run_logger()
     ws = Workspace.from_env(home).ensure()
     config = with_workspace(ws, "sweep", config)
+    dataset_version = config.index.dataset_version or latest_version(ws, config.index.dataset)
+    if not dataset_version:  # the earliest missing step is the one to name
+        raise FileNotFoundError(f"no {config.index.dataset} dataset in {ws.root}: run `ragtune ingest` first")
     if config.queries is None:
         config = config.model_copy(update={"queries": str(labelled_queries(ws))})
-    dataset_version = config.index.dataset_version or latest_version(ws, config.index.dataset)
-    if not dataset_version:
-        raise FileNotFoundError(f"no {config.index.dataset} dataset in {ws.root}: run `ragtune ingest` first")
     settings = grid(config)
     sweep_id = hashlib.sha256(json.dumps([dataset_version, config.model_dump(mode="json")], sort_keys=True)
                               .encode()).hexdigest()[:12]

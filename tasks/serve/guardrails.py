@@ -60,15 +60,15 @@ def check_question(question: Any, cfg: GuardrailConfig) -> str:
     """The question, stripped; `GuardrailError` when it is missing, not text, empty or too long."""
     if not isinstance(question, str):
         raise GuardrailError("input_type", f"question must be a string, not {type(question).__name__}")
+    if len(question) > cfg.max_question_chars:  # the question as sent, as the schema's maxLength counts it
+        raise GuardrailError("input_too_long", f"the question has {len(question)} characters; the limit is "
+                             f"{cfg.max_question_chars}", status=413)
     text = unicodedata.normalize("NFC", question).strip()
     if not text:
         raise GuardrailError("input_empty", "the question is empty")
     if _CONTROL.search(text) or "\ufffd" in text:
         raise GuardrailError("input_not_text", "the question holds control characters or undecodable bytes: "
                              "send plain UTF-8 text")
-    if len(text) > cfg.max_question_chars:
-        raise GuardrailError("input_too_long", f"the question has {len(text)} characters; the limit is "
-                             f"{cfg.max_question_chars}", status=413)
     return text
 
 

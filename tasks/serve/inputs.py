@@ -21,8 +21,8 @@ _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 # C0 and C1 controls but tab and newline, and the bidirectional overrides that reorder what a terminal shows
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-_FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")  # payload field names the index can hold
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_FILTER_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")  # payload field names the index can hold
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # used with fullmatch: `$` would let a trailing newline in
 MAX_FILTER_VALUE = 500  # characters of one filter value
 
 
@@ -125,7 +125,7 @@ def filters_of(filters: Any, cfg: GuardrailConfig) -> dict[str, Any] | None:
     if len(filters) > cfg.max_filters:
         raise GuardrailError("input_filters", f"{len(filters)} filters; the limit is {cfg.max_filters}")
     for key, value in filters.items():
-        if not _FILTER_KEY.match(key):
+        if not _FILTER_KEY.fullmatch(key):
             raise GuardrailError("input_filters", f"filter field {key[:40]!r} is not a field name (letters, digits, "
                                  "_ . -, starting with a letter or _)")
         if isinstance(value, str) and (not value.strip() or len(value) > MAX_FILTER_VALUE
@@ -150,11 +150,11 @@ def feedback_fields(body: dict[str, Any]) -> dict[str, Any]:
     rid = body.get("request_id")
     if not isinstance(rid, str) or not rid.strip():
         raise GuardrailError("input_request_id", "request_id is required (the id /v1/ask returned)")
-    if not _REQUEST_ID.match(rid.strip()):
+    if not _REQUEST_ID.fullmatch(rid):  # exactly as returned: the schema's pattern, no padding accepted
         raise GuardrailError("input_request_id", "request_id is not an id /v1/ask returns")
     if body.get("rating") not in ("up", "down"):
         raise GuardrailError("input_rating", "rating must be 'up' or 'down'")
-    out = {"request_id": rid.strip(), "rating": body["rating"]}
+    out = {"request_id": rid, "rating": body["rating"]}
     for name in ("correction", "comment"):
         v = body.get(name)
         if v is None:

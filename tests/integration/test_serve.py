@@ -80,6 +80,8 @@ BAD = [
     ("non-UTF-8", {"content": '{"question": "caf\u00e9"}'.encode("latin-1")}, 400, "not UTF-8"),
     ("10 MB body", {"content": b'{"question": "' + b"a" * (10 * 1024 * 1024) + b'"}'}, 413, "limit"),
     ("too long", {"json": {"question": "why " * 600}}, 413, "limit is 2000"),
+    # the limit counts the question as sent (the schema's maxLength), not what is left after stripping it
+    ("too long before stripping", {"json": {"question": "a" * 1990 + " " * 20}}, 413, "limit is 2000"),
     ("control characters", {"json": {"question": "what\x00is this"}}, 400, "control characters"),
     ("unknown field", {"json": {"question": "a", "temperature": 2}}, 400, "unknown fields"),
     ("bad k", {"json": {"question": "a", "k": 0}}, 400, "k must be"),
@@ -95,7 +97,8 @@ def test_bad_inputs_get_a_4xx_with_a_reason_and_are_not_logged_as_answers(served
         assert words in res.json()["error"], (name, res.json())
     for body, status, words in (({"request_id": "no-such-request", "rating": "up"}, 404, "no request"),
                                 ({"request_id": "x", "rating": "meh"}, 400, "rating"),
-                                ({"rating": "up"}, 400, "request_id")):
+                                ({"rating": "up"}, 400, "request_id"),
+                                ({"request_id": "no-such-request\n", "rating": "up"}, 400, "not an id")):
         res = httpx.post(f"{url}/v1/feedback", json=body)
         assert res.status_code == status and words in res.json()["error"], res.text
     assert len(answers_logged(home)) == before

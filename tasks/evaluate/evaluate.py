@@ -27,6 +27,7 @@ from tasks.core.workspace import (
 from tasks.evaluate.attribution import attribute_all, shares
 from tasks.evaluate.config import EvalConfig
 from tasks.evaluate.gate import decide
+from tasks.evaluate.generations import SystemRunner
 from tasks.evaluate.judge import judge_pairs
 from tasks.evaluate.metrics import answer_table, as_jsonable, paired_bootstrap
 from tasks.evaluate.report import render_evaluation
@@ -35,7 +36,7 @@ from tasks.index.retrieval_eval import retrieval_metrics
 from tasks.index.served import served_state
 from tasks.train import registry
 from tasks.train.config import SFTDataConfig
-from tasks.train.generate import answer_nll, generate, load_systems, use_system
+from tasks.train.generate import load_systems
 from tasks.train.model import resolve_base_model
 from tasks.train.prompt import build_messages, serving_prompts
 from tasks.train.sft import drop_duplicates, load_split, read_qa_files
@@ -174,7 +175,7 @@ def evaluate(ws: Workspace, cfg: EvalConfig) -> EvalResult:
                                   ks=sorted({1, data.context_k, cfg.retrieval_k}))
     adapters = {"candidate": cand["adapter_dir"], **({"champion": champ["adapter_dir"]} if champ else {})}
     base_path = resolve_base_model(ws, cand["base_model"])
-    answers, nll = _run_systems(base_path, adapters, prompts, rows, cfg, timings)
+    answers, nll = _run_systems(ws, base_path, adapters, prompts, rows, cfg, timings)
     tables = {}
     unsafe = {s: [blocklist.matches(a) for a in answers[s]] for s in answers}
     refs = [[r["answer"]] for r in rows]
@@ -209,20 +210,22 @@ def evaluate(ws: Workspace, cfg: EvalConfig) -> EvalResult:
     return result
 
 
-def _run_systems(base_path: str, adapters: dict[str, str], prompts: list[list[dict[str, str]]],
+def _run_systems(ws: Workspace, base_path: str, adapters: dict[str, str], prompts: list[list[dict[str, str]]],
                  rows: list[dict[str, Any]], cfg: EvalConfig, timings: dict[str, float],
                  ) -> tuple[dict[str, list[str]], dict[str, list[tuple[float, int]]]]:
-    """Answers and reference-answer likelihoods of the base model and of each adapter, one model load."""
-    t = time.perf_counter()
-    model, tokenizer = load_systems(base_path, adapters)
-    timings["load"] = time.perf_counter() - t
+    """Answers and reference-answer likelihoods of the base model and of each adapter: those a system gave to
+    the same prompts before come from the workspace (`tasks.evaluate.generations`), the rest from one model
+    load, which is dropped before the metrics run."""
+    runner = SystemRunner(ws, base_path, adapters, cfg.batch_size, cfg.max_new_tokens)
+    refs = [r["answer"] for r in rows]
     answers, nll = {}, {}
     for system in ("base", *adapters):
-        t = time.perf_counter()
-        with use_system(model, system):
-            answers[system] = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size)
-            nll[system] = answer_nll(model, tokenizer, prompts, [r["answer"] for r in rows], cfg.batch_size)
-        timings[f"generate_{system}"] = time.perf_counter() - t
+        t, load_s = time.perf_counter(), runner.load_s
+        out = runner.run(system, prompts, refs)
+        answers[system], nll[system] = out.answers, out.nll
+        timings[f"generate_{system}"] = time.perf_counter() - t - (runner.load_s - load_s)
+    timings["load"] = runner.load_s
+    runner.close()
     return answers, nll
 
 

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tasks.train.loss import accepts_logits_to_keep
 from tasks.train.model import load_tokenizer
 from tasks.train.train import compute_dtype
 
@@ -172,6 +173,8 @@ def answer_nll(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], 
         pairs.append((full, len(head)))
     out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
     device = next(model.parameters()).device
+    # the whole batch's logits in float32 and their log-softmax took about 2 GB for 16 prompts with passages
+    sliced = accepts_logits_to_keep(model)
     for batch in _batches([len(f) for f, _ in pairs], batch_size):
         width = max(len(pairs[i][0]) for i in batch)
         pad = tokenizer.pad_token_id
@@ -181,12 +184,19 @@ def answer_nll(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], 
         for row, i in enumerate(batch):
             labels[row, :pairs[i][1]] = -100
             labels[row, len(pairs[i][0]):] = -100
-        with torch.inference_mode():
-            logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
         target = labels[:, 1:]
         keep = target != -100
-        picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep
+        with torch.inference_mode():
+            if sliced:  # project only the positions that predict an answer token onto the vocabulary
+                at = torch.nn.functional.pad(keep, (0, 1), value=False)
+                logits = model(input_ids=input_ids, attention_mask=mask, logits_to_keep=at).logits.float()
+                # the same per-position values as below, put back in place so each row sums in the same order
+                picked = torch.zeros(keep.shape, dtype=logits.dtype, device=device)
+                picked[keep] = torch.log_softmax(logits, dim=-1).gather(-1, target[keep].unsqueeze(-1)).squeeze(-1)
+            else:
+                logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
+                logp = torch.log_softmax(logits[:, :-1], dim=-1)
+                picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep
         for row, i in enumerate(batch):
             out[i] = (float(-picked[row].sum()), int(keep[row].sum()))
     return out

@@ -19,6 +19,7 @@ from tasks.core.workspace import Workspace, atomic_write_json, new_run_id, read_
 from tasks.index.served import served
 from tasks.ingest.publish import latest_version
 from tasks.train.config import TrainConfig
+from tasks.train.loss import accepts_logits_to_keep, completion_loss
 from tasks.train.model import load_tokenizer, resolve_base_model
 from tasks.train.sft import build_sft_dataset, load_split
 
@@ -132,10 +133,11 @@ def length_bucketed_order(lengths: list[int], batch_size: int, generator: Any, m
 
 
 def sft_trainer_class() -> type:
-    """TRL's SFTTrainer with length-bucketed batches (`length_bucketed_order`) and, on CPU, the loss from the
-    model's own cross-entropy on TRL's completion-only labels. TRL scores tokens with a chunked log-probability
-    head whose CPU fallback (no Triton kernel) costs about a third of each step here; the loss is the same
-    (tested) and the per-step entropy and token accuracy are not logged on CPU."""
+    """TRL's SFTTrainer with length-bucketed batches (`length_bucketed_order`) and, on CPU, the model's own
+    cross-entropy on TRL's completion-only labels, with the vocabulary projection on the labelled positions only
+    (`tasks.train.loss`). TRL scores tokens with a chunked log-probability head whose CPU fallback (no Triton
+    kernel) costs about a third of each step here; the loss is the same (tested) and the per-step entropy and
+    token accuracy are not logged on CPU."""
     import torch
     from transformers import Trainer
     from trl import SFTTrainer
@@ -167,8 +169,13 @@ def sft_trainer_class() -> type:
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if self.args.device.type != "cpu" or return_outputs:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            return Trainer.compute_loss(self, model, {**inputs, "use_cache": False},
-                                        num_items_in_batch=num_items_in_batch)
+            if "labels" not in inputs or not accepts_logits_to_keep(model):
+                return Trainer.compute_loss(self, model, {**inputs, "use_cache": False},
+                                            num_items_in_batch=num_items_in_batch)
+            loss = completion_loss(model, inputs, num_items_in_batch, self.model_accepts_loss_kwargs)
+            if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and num_items_in_batch:
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size())  # as Trainer.compute_loss does
+            return loss
 
     return RagtuneSFTTrainer
 

@@ -250,3 +250,23 @@ def test_batched_generation_and_likelihood_match_one_at_a_time(base_model_dir):
         with torch.no_grad():
             loss = ref(input_ids=torch.tensor([full]), labels=labels).loss  # mean NLL over the answer tokens
         assert n == len(full) - len(head) and total / n == pytest.approx(float(loss), rel=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_likelihood_projects_only_answer_tokens_and_equals_the_full_projection(base_model_dir, monkeypatch,
+                                                                               precision):
+    from tasks.train import generate as g
+
+    model, tok = g.load_systems(base_model_dir, {}, device="cpu", precision=precision)
+    prompts = [[{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": q}] for q in
+               ("What is the capital of France?", "Name a colour.", "How many legs does a spider have, usually?",
+                "Which planet is known as the red one?")]
+    answers = ["Paris.", "Blue, or perhaps green.", "Eight.", "Mars is the red planet."]
+    projected = []
+    hook = model.lm_head.register_forward_hook(lambda mod, args, out: projected.append(args[0].shape[:-1].numel()))
+    sliced = g.answer_nll(model, tok, prompts, answers, batch_size=3)
+    hook.remove()
+    monkeypatch.setattr(g, "accepts_logits_to_keep", lambda m: False)
+    full = g.answer_nll(model, tok, prompts, answers, batch_size=3)
+    assert sliced == full  # the same floats, not close ones: evaluation results must not move
+    assert sum(projected) == sum(n for _, n in sliced)

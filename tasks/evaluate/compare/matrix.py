@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,13 @@ from tasks.core.workspace import Workspace, read_json
 from tasks.evaluate.attribution import attribute_all, shares
 from tasks.evaluate.config import CompareConfig
 from tasks.evaluate.evaluate import EvaluationError, resolve_candidate, run_meta
+from tasks.evaluate.generations import SystemRunner
 from tasks.evaluate.metrics import answer_table, paired_bootstrap
 from tasks.index.config import RerankConfig
 from tasks.index.rerank import resolve_reranker
 from tasks.train import registry
 from tasks.train.config import SFTDataConfig
-from tasks.train.generate import BASE, answer_nll, generate, load_systems, prompt_ids, use_system
+from tasks.train.generate import BASE
 
 log = logging.getLogger("ragtune.compare")
 MODELS = ("base", "tuned")
@@ -90,24 +90,23 @@ def mode_data(data: SFTDataConfig, mode: str, rr: RerankConfig | None) -> SFTDat
     return data.model_copy(update={"rag_context": True, "rerank": rr if mode == "rerank" else RerankConfig()})
 
 
-def run_cells(base_path: str, adapter_dir: str, rows: list[dict[str, Any]], inputs: dict[str, dict[str, Any]],
-              cfg: CompareConfig) -> dict[str, dict[str, Any]]:
-    """Answers, reference likelihoods, prompt tokens and generation seconds of every (model, mode) cell, with one
-    model load."""
-    model, tokenizer = load_systems(base_path, {"tuned": adapter_dir})
+def run_cells(ws: Workspace, base_path: str, adapter_dir: str, rows: list[dict[str, Any]],
+              inputs: dict[str, dict[str, Any]], cfg: CompareConfig) -> dict[str, dict[str, Any]]:
+    """Answers, reference likelihoods, prompt tokens and generation seconds of every (model, mode) cell. A cell
+    whose system answered the same prompts before (the evaluation's base model and candidate with retrieval)
+    is read from the workspace with the seconds its answers took then; the others share one model load."""
+    runner = SystemRunner(ws, base_path, {"tuned": adapter_dir}, cfg.batch_size, cfg.max_new_tokens)
     refs = [r["answer"] for r in rows]
     cells: dict[str, dict[str, Any]] = {}
     for name in MODELS:
-        with use_system(model, BASE if name == "base" else "tuned"):
-            for mode, inp in inputs.items():
-                t = time.perf_counter()
-                answers = generate(model, tokenizer, inp["prompts"], cfg.max_new_tokens, cfg.batch_size)
-                seconds = time.perf_counter() - t
-                nll = answer_nll(model, tokenizer, inp["prompts"], refs, cfg.batch_size)
-                tokens = [len(prompt_ids(tokenizer, p)) for p in inp["prompts"]]
-                cells[f"{name}/{mode}"] = {"answers": answers, "nll": nll, "prompt_tokens": tokens,
-                                           "generation_s": seconds}
-                log.info("compare: %s/%s answered %d questions in %.1f s", name, mode, len(rows), seconds)
+        for mode, inp in inputs.items():
+            out = runner.run(BASE if name == "base" else "tuned", inp["prompts"], refs)
+            cells[f"{name}/{mode}"] = {"answers": out.answers, "nll": out.nll,
+                                       "prompt_tokens": runner.prompt_tokens(inp["prompts"]),
+                                       "generation_s": out.generation_s, "reused": out.reused}
+            log.info("compare: %s/%s answered %d questions in %.1f s%s", name, mode, len(rows), out.generation_s,
+                     " (answers reused)" if out.reused else "")
+    runner.close()
     return cells
 
 

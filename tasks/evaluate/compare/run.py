@@ -73,7 +73,7 @@ def compare(ws: Workspace, cfg: CompareConfig) -> dict[str, Any]:
     t = time.perf_counter()
     modes = ["closed", "rag", *(["rerank"] if rr else [])]
     inputs = {m: serving_prompts(ws, rows, mode_data(data, m, rr), RETRIEVAL_DEPTH) for m in modes}
-    cells = run_cells(resolve_base_model(ws, meta["base_model"]), meta["adapter_dir"], rows, inputs, cfg)
+    cells = run_cells(ws, resolve_base_model(ws, meta["base_model"]), meta["adapter_dir"], rows, inputs, cfg)
     tables, summary = score_cells(rows, inputs, cells, cfg)
     comparisons = compare_tables(tables, cfg)
     effects = effects_of(comparisons, cfg.metric)

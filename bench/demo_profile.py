@@ -13,8 +13,10 @@ seconds (user + system of the demo process and its children) depend less on othe
 
     python bench/demo_profile.py [--baseline REV] [--current REV] [--repeat N] [--json OUT] [--keep DIR]
 
-`--baseline` defaults to HEAD~1; `--current` defaults to the working tree as it is (uncommitted changes too).
-Only the demo's results that must not change are compared (dataset version, metrics to 4 decimals).
+`--baseline` defaults to HEAD~1, `--current` to HEAD (commit what you want measured). Both are checked out in
+turn at the same path, because a dataset version covers its records' source addresses (`file:///...`) and so
+the checkout's location. Only the demo's results that must not change are compared (dataset version, metrics
+to 4 decimals).
 """
 
 from __future__ import annotations
@@ -191,18 +193,25 @@ def table(label_a: str, a: dict, label_b: str, b: dict) -> str:
     return "\n".join(lines)
 
 
-def checkout(rev: str, parent: Path) -> Path:
-    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], check=True, capture_output=True,
-                         text=True).stdout.strip()
-    tree = parent / f"tree-{sha}"
+def resolve(rev: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@contextlib.contextmanager
+def checkout(sha: str, tree: Path):
+    """`sha` checked out at `tree` for the duration (the same path for every revision)."""
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), sha], check=True)
-    return tree
+    try:
+        yield tree
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default="HEAD~1", help="git revision to compare against")
-    ap.add_argument("--current", default=None, help="git revision; default: this working tree as it is")
+    ap.add_argument("--current", default="HEAD", help="git revision to measure")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each tree, alternating")
     ap.add_argument("--current-first", action="store_true", help="run the current tree before the baseline")
     ap.add_argument("--json", type=Path, help="write every run's figures to this file")
@@ -210,25 +219,20 @@ def main() -> None:
     args = ap.parse_args()
     parent = Path(args.keep or tempfile.mkdtemp(prefix="demo-profile-"))
     parent.mkdir(parents=True, exist_ok=True)
-    trees = {"base": checkout(args.baseline, parent), "new": checkout(args.current, parent) if args.current else ROOT}
+    revs = {"base": resolve(args.baseline), "new": resolve(args.current)}
     order = ["new", "base"] if args.current_first else ["base", "new"]
     runs: dict[str, list[dict]] = {"base": [], "new": []}
-    try:
-        for i in range(args.repeat):
-            for name in order:
-                work = parent / f"{name}-{i}"
-                print(f"run {i + 1}/{args.repeat}: {name} ({trees[name]}) ...", file=sys.stderr, flush=True)
-                runs[name].append(run_demo(trees[name], work, work.with_suffix(".log")))
-                r = runs[name][-1]
-                print(f"  {r['total_s']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
-    finally:
-        for name in ("base", "new"):
-            if trees[name] != ROOT:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(trees[name])],
-                               check=False)
+    for i in range(args.repeat):
+        for name in order:
+            work = parent / f"{name}-{i}"
+            print(f"run {i + 1}/{args.repeat}: {name} ({revs[name]}) ...", file=sys.stderr, flush=True)
+            with checkout(revs[name], parent / "tree") as tree:
+                runs[name].append(run_demo(tree, work, work.with_suffix(".log")))
+            r = runs[name][-1]
+            print(f"  {r['total_s']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
     best = {n: min(rs, key=lambda r: r["total_s"]) for n, rs in runs.items()}
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end; baseline "
-          f"{args.baseline}, current {args.current or 'working tree'}")
+          f"{args.baseline} ({revs['base']}), current {args.current} ({revs['new']})")
     print(table("base", best["base"], "new", best["new"]))
     same = results_key(best["base"]) == results_key(best["new"])
     print(f"results (dataset version, metrics to 4 decimals): {'identical' if same else 'DIFFERENT'}")

@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import in_prefect_run
+from flows.runners import RELEASES_MEMORY
 from tasks.core.config import with_workspace
 from tasks.core.workspace import Workspace
 from tasks.evaluate.compare.report import markdown, matrix_rows
@@ -43,6 +44,6 @@ def publish_compare_artifacts(res: dict[str, Any]) -> None:
                           "cost and failure shares")
 
 
-@task(name="compare_systems", cache_policy=NO_CACHE)
+@task(name="compare_systems", cache_policy=NO_CACHE, **RELEASES_MEMORY)
 def compare_task(home: str, config: CompareConfig) -> dict[str, Any]:
     return compare(Workspace(Path(home)), config)

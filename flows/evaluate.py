@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import publish_evaluation_artifacts
+from flows.runners import RELEASES_MEMORY
 from tasks.core.config import with_workspace
 from tasks.core.workspace import Workspace
 from tasks.evaluate.config import EvalConfig
@@ -39,6 +40,6 @@ def register_candidate_task(home: str, run_id: str | None) -> dict[str, Any]:
     return registry.register(ws, resolve_candidate(ws, run_id))
 
 
-@task(name="evaluate_candidate", cache_policy=NO_CACHE)
+@task(name="evaluate_candidate", cache_policy=NO_CACHE, **RELEASES_MEMORY)
 def evaluate_task(home: str, config: EvalConfig) -> EvalResult:
     return evaluate(Workspace(Path(home)), config)

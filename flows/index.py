@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import progress_reporter, publish_index_artifacts
 from flows.events import emit
-from flows.runners import distributed, flow_task_runner, runner_workers
+from flows.runners import RELEASES_MEMORY, distributed, flow_task_runner, runner_workers
 from tasks.core.config import with_workspace
 from tasks.core.workspace import Workspace, new_run_id
 from tasks.index.build import Embedder, IndexResult, Progress, build_index, rollback_index, update_index
@@ -109,7 +109,7 @@ def distributed_embedder(staging: Path, parts: int) -> Embedder:
     return embed
 
 
-@task(name="build_index", cache_policy=NO_CACHE)
+@task(name="build_index", cache_policy=NO_CACHE, **RELEASES_MEMORY)
 def build_index_task(home: str, config: IndexConfig, incremental: bool = False) -> IndexResult:
     ws = Workspace(Path(home))
     staging = ws.runs / f"embed-{new_run_id()}"

@@ -55,3 +55,14 @@ def flow_task_runner() -> Any:
     """The runner for a flow decorator. Threads by default, built lazily enough that importing a flow module
     starts no cluster (Prefect starts the runner when the flow run begins)."""
     return make_task_runner()
+
+
+def free_memory(task: Any, task_run: Any, state: Any) -> None:
+    """A task hook (on completion and on failure) for the heavy steps: what the step freed goes back to the OS
+    before the next one starts (`tasks.core.memory`)."""
+    from tasks.core.memory import release_memory
+
+    release_memory()
+
+
+RELEASES_MEMORY = {"on_completion": [free_memory], "on_failure": [free_memory]}

@@ -13,6 +13,7 @@ from prefect.concurrency.sync import concurrency
 
 from flows.artifacts import publish_train_artifacts, training_reporter
 from flows.events import emit
+from flows.runners import RELEASES_MEMORY
 from tasks.core.config import with_workspace
 from tasks.core.workspace import Workspace, WorkspaceBusyError
 from tasks.train.config import TrainConfig
@@ -42,7 +43,7 @@ def train_flow(config: TrainConfig = TrainConfig(), home: str | None = None) -> 
     return res
 
 
-@task(name="train_adapter", cache_policy=NO_CACHE)
+@task(name="train_adapter", cache_policy=NO_CACHE, **RELEASES_MEMORY)
 def train_task(home: str, config: TrainConfig) -> TrainResult:
     """Holds one slot of the global concurrency limit named by RAGTUNE_GPU_LIMIT (set on the gpu work pool; one
     slot per GPU) for the whole run, so two training runs on one GPU run one after the other."""

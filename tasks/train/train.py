@@ -103,6 +103,9 @@ def build_sft_args(cfg: TrainConfig, output_dir: Path, device: str, max_length: 
         activation_checkpointing=cfg.gradient_checkpointing, bf16=bf16, use_cpu=device == "cpu",
         dataloader_num_workers=0, report_to="none", include_num_input_tokens_seen="non_padding",
         disable_tqdm=True, save_only_model=False, eval_on_start=True,
+        # only the validation loss is used: without this the evaluation loop keeps every batch's logits (examples
+        # x positions x 49,152 floats), about 1 GB for the demo's validation split
+        prediction_loss_only=True,
     )
 
 
@@ -167,15 +170,17 @@ def sft_trainer_class() -> type:
             return LengthBuckets([len(x) for x in dataset["input_ids"]], batch, self.args.data_seed or self.args.seed)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if self.args.device.type != "cpu" or return_outputs:
+            # the validation loop asks for outputs but, with prediction_loss_only, reads the loss alone
+            evaluating = return_outputs and not model.training and self.args.prediction_loss_only
+            if self.args.device.type != "cpu" or (return_outputs and not evaluating):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             if "labels" not in inputs or not accepts_logits_to_keep(model):
-                return Trainer.compute_loss(self, model, {**inputs, "use_cache": False},
+                return Trainer.compute_loss(self, model, {**inputs, "use_cache": False}, return_outputs,
                                             num_items_in_batch=num_items_in_batch)
             loss = completion_loss(model, inputs, num_items_in_batch, self.model_accepts_loss_kwargs)
             if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and num_items_in_batch:
                 loss = loss * (self.accelerator.num_processes // self.get_tp_size())  # as Trainer.compute_loss does
-            return loss
+            return (loss, {"loss": loss}) if return_outputs else loss
 
     return RagtuneSFTTrainer
 

@@ -1,5 +1,6 @@
 """Hub kernels stay off unless asked for: a GPU worker without network must not fetch kernels at the first
-training step. Checked in fresh processes, because the switches act when transformers and kernels are imported."""
+training step, and importing bitsandbytes on a CPU must not ask the Hub for one. Checked in fresh processes,
+because the switches act when transformers, kernels and bitsandbytes are imported."""
 
 from __future__ import annotations
 
@@ -43,3 +44,28 @@ def test_hub_kernels_are_off_before_transformers_is_imported():
 def test_a_user_can_opt_in_and_their_own_setting_wins():
     assert probe(RAGTUNE_HUB_KERNELS="1")["transformers_hub_kernels"] is True
     assert probe(USE_HUB_KERNELS="yes")["env"]["USE_HUB_KERNELS"] == "yes"
+
+
+NETWORK_PROBE = """
+import json, socket, sys
+tried = []
+def refuse(*args, **kwargs):
+    tried.append(repr(args[:2])[:120])
+    raise OSError("no network in this test")
+socket.getaddrinfo = refuse
+socket.socket.connect = refuse
+import tasks.train.train
+import bitsandbytes  # its CPU backend asks the Hub for a kernel at import, on CPUs with AVX-512 BF16
+from bitsandbytes.backends.cpu import ops
+print(json.dumps({"tried": tried, "kernels_hidden": sys.modules.get("kernels", 0) is None}))
+"""
+
+
+def test_importing_bitsandbytes_asks_the_network_for_nothing():
+    clean = {k: v for k, v in os.environ.items() if k not in ("USE_HUB_KERNELS", "DISABLE_KERNEL_MAPPING",
+                                                              "RAGTUNE_HUB_KERNELS", "HF_HUB_OFFLINE")}
+    res = subprocess.run([sys.executable, "-c", NETWORK_PROBE], capture_output=True, text=True, cwd=PROJECT_ROOT,
+                         env=clean, timeout=300, check=True)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out == {"tried": [], "kernels_hidden": True}, out
+    assert "gemm_4bit_forward" not in res.stderr  # the fallback is silent

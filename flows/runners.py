@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from tasks.core.memory import release_memory
+
 KINDS = ("threads", "dask", "ray")
 
 
@@ -60,8 +62,6 @@ def flow_task_runner() -> Any:
 def free_memory(task: Any, task_run: Any, state: Any) -> None:
     """A task hook (on completion and on failure) for the heavy steps: what the step freed goes back to the OS
     before the next one starts (`tasks.core.memory`)."""
-    from tasks.core.memory import release_memory
-
     release_memory()
 
 

@@ -9,7 +9,7 @@ import pytest
 from tasks.core.memory import release_memory, resident_bytes
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc", reason="glibc on Linux")
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc on Linux")
 def test_release_memory_returns_freed_heap_pages():
     base = resident_bytes()
     # 400 MB in 100 kB blocks: below glibc's mmap threshold, so they live in the heap and stay resident when freed

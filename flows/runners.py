@@ -7,9 +7,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tasks.core.memory import release_memory
+from tasks.core.memory import release_memory, return_big_blocks
 
 KINDS = ("threads", "dask", "ray")
+
+# every flow module imports this one: a process that runs flows hands its big tensors back to the OS when they
+# are freed, instead of keeping them in glibc's heap (tasks.core.memory)
+return_big_blocks()
 
 
 def runner_kind() -> str:

@@ -5,7 +5,14 @@ ends they are freed, but glibc's malloc keeps most freed pages in its heaps for 
 to the operating system, so the process's resident size stays near the step's peak (about 3.6 GB after the
 demo's training run, 1.2 GB once trimmed) and the next step's peak stacks on top of it. `release_memory` runs
 the garbage collector and asks glibc to return its free pages (`malloc_trim`); on another C library it only
-collects."""
+collects.
+
+`return_big_blocks` goes further for the steps' big tensors: glibc serves a block from its heap unless it is
+larger than a threshold that starts at 128 KiB and rises, as big blocks are freed, to 32 MiB; blocks below it
+stay in the heap when freed, interleaved with live ones, so the KV caches, hidden states and gradients of a few
+MiB to a few tens of MiB each that a step allocates and frees by the thousand pile up as free memory that is
+not returned. With a fixed threshold of 4 MiB each of them gets its own mapping, handed back to the OS when
+freed: on the demo this lowered the training step's peak from 3.4 to 2.6 GB for 3% more time (README)."""
 
 from __future__ import annotations
 
@@ -35,6 +42,23 @@ def resident_bytes() -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
+BIG_BLOCK_BYTES = 4 << 20
+
+
+def return_big_blocks(threshold: int | None = None) -> bool:
+    """Give every allocation of `threshold` bytes or more (default 4 MiB, RAGTUNE_MMAP_THRESHOLD; 0 leaves glibc's
+    sliding threshold) its own mapping, returned to the OS when freed. True when set. A process started with
+    glibc's own MALLOC_MMAP_THRESHOLD_ keeps that."""
+    if threshold is None:
+        raw = os.environ.get("RAGTUNE_MMAP_THRESHOLD", "").strip()
+        threshold = int(raw) if raw else BIG_BLOCK_BYTES
+    lib = _libc()
+    if threshold <= 0 or lib is None or "MALLOC_MMAP_THRESHOLD_" in os.environ or not hasattr(lib, "mallopt"):
+        return False
+    return bool(lib.mallopt(M_MMAP_THRESHOLD, int(threshold)))
 
 
 def release_memory() -> bool:

@@ -79,31 +79,38 @@ def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def generate(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], max_new_tokens: int = 48,
-             batch_size: int = 16) -> list[str]:
-    """Greedy answers (deterministic) to chat prompts, batched with left padding."""
-    import torch
+# Prompt tokens per prefill forward pass. The prefill of a batch of 16 prompts with retrieved passages (about
+# 1,700 tokens each) held about 1.4 GB of activations at once on CPU besides the KV cache; a pass over a few
+# rows at a time holds a fraction of it, and the rows' results do not depend on which rows share the pass
+# (tests/unit/test_serving.py checks the answers against `model.generate`).
+PREFILL_TOKENS = 4096
 
+
+def generate(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], max_new_tokens: int = 48,
+             batch_size: int = 16, prefill_tokens: int = PREFILL_TOKENS) -> list[str]:
+    """Greedy answers (deterministic) to chat prompts, batched by length with left padding: the answers of
+    `model.generate` on the same batches, with the prefill run over at most `prefill_tokens` prompt tokens at
+    a time and each row leaving the batch when its answer ends."""
     ids = [prompt_ids(tokenizer, p) for p in prompts]
     out: list[str] = [""] * len(prompts)
-    device = next(model.parameters()).device
+    greedy = _greedy_batch if plain_greedy(model) else _hf_generate_batch
     for batch in _batches([len(x) for x in ids], batch_size):
-        width = max(len(ids[i]) for i in batch)
-        pad = tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(ids[i])) + ids[i] for i in batch], device=device)
-        mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in batch], device=device)
-        with torch.inference_mode():
-            gen = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 do_sample=False, num_beams=1, pad_token_id=pad,
-                                 eos_token_id=tokenizer.eos_token_id)
-        for row, i in enumerate(batch):
-            out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True).strip()
+        answers = greedy(model, tokenizer, [ids[i] for i in batch], max_new_tokens, prefill_tokens)
+        for i, answer in zip(batch, answers, strict=True):
+            out[i] = tokenizer.decode(answer, skip_special_tokens=True).strip()
     return out
 
 
+def generate_shrinking(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]],
+                       max_new_tokens: int = 48) -> list[str]:
+    """Greedy answers like `generate`, all prompts in one batch (the server's micro-batches): finished rows
+    leave the batch, so the last steps of a long answer do not carry the short ones."""
+    return generate(model, tokenizer, prompts, max_new_tokens, batch_size=max(1, len(prompts)))
+
+
 def plain_greedy(model: Any) -> bool:
-    """Whether the model's generation config adds nothing to greedy decoding that `generate_shrinking` would
-    leave out (repetition penalties, banned n-grams, forced or suppressed tokens, minimum lengths)."""
+    """Whether the model's generation config adds nothing to greedy decoding that `_greedy_batch` would leave
+    out (repetition penalties, banned n-grams, forced or suppressed tokens, minimum lengths)."""
     g = getattr(model, "generation_config", None)
     if g is None:
         return True
@@ -113,29 +120,74 @@ def plain_greedy(model: Any) -> bool:
             and not getattr(g, "sequence_bias", None))
 
 
-def generate_shrinking(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]],
-                       max_new_tokens: int = 48) -> list[str]:
-    """Greedy answers like `generate`, in one batch that sheds each row when its answer ends (its KV cache
-    rows are dropped), so the last steps of a long answer do not carry the finished short ones. The answers
-    are those of `generate`; it serves batches of questions whose answers end at very different lengths."""
+def _left_padded(ids: list[list[int]], pad: int, device: Any) -> tuple[Any, Any]:
     import torch
 
-    if not plain_greedy(model):
-        return generate(model, tokenizer, prompts, max_new_tokens, len(prompts))
-    ids = [prompt_ids(tokenizer, p) for p in prompts]
-    device = next(model.parameters()).device
-    width, pad, eos = max(len(x) for x in ids), tokenizer.pad_token_id, tokenizer.eos_token_id
+    width = max(len(x) for x in ids)
     input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
     mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what `generate` derives from the mask of a left-padded batch
+    return input_ids, mask
+
+
+def _hf_generate_batch(model: Any, tokenizer: Any, ids: list[list[int]], max_new_tokens: int,
+                       prefill_tokens: int = PREFILL_TOKENS) -> list[list[int]]:
+    """`model.generate` on one left-padded batch (for generation configs `_greedy_batch` does not follow)."""
+    import torch
+
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    input_ids, mask = _left_padded(ids, pad, next(model.parameters()).device)
+    with torch.inference_mode():
+        gen = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                             do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=eos)
+    out = []
+    for row in gen[:, input_ids.shape[1]:].tolist():
+        out.append(row[:row.index(eos)] if eos in row else row)
+    return out
+
+
+def _prefill(model: Any, input_ids: Any, mask: Any, positions: Any, prefill_tokens: int) -> tuple[Any, Any]:
+    """The prompt pass over a few rows at a time: (the next-token logits of every row, the whole batch's KV
+    cache). Each layer's cache is joined as soon as every part is in, and the parts are dropped as they go."""
+    import torch
+
+    rows = max(1, prefill_tokens // max(1, input_ids.shape[1]))
+    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    parts, logits = [], []
+    for i in range(0, input_ids.shape[0], rows):
+        res = model(input_ids=input_ids[i:i + rows], attention_mask=mask[i:i + rows],
+                    position_ids=positions[i:i + rows], use_cache=True, **keep_last)
+        logits.append(res.logits[:, -1, :])
+        parts.append(res.cache)
+        del res
+    cache = parts[0]
+    if len(parts) > 1:
+        for n, layer in enumerate(cache.layers):
+            others = [p.layers[n] for p in parts[1:]]
+            layer.keys = torch.cat([layer.keys, *(o.keys for o in others)])
+            layer.values = torch.cat([layer.values, *(o.values for o in others)])
+            for o in others:
+                o.keys = o.values = None
+    return torch.cat(logits), cache
+
+
+def _greedy_batch(model: Any, tokenizer: Any, ids: list[list[int]], max_new_tokens: int,
+                  prefill_tokens: int = PREFILL_TOKENS) -> list[list[int]]:
+    """Greedy answer tokens (without the end token) of one left-padded batch: the prefill a few rows at a time
+    (`_prefill`), then one token per step, each row leaving the batch (its KV cache rows dropped) when its answer
+    ends. Positions are what `generate` derives from the attention mask of a left-padded batch."""
+    import torch
+
+    device = next(model.parameters()).device
+    eos = tokenizer.eos_token_id
+    input_ids, mask = _left_padded(ids, tokenizer.pad_token_id, device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
     out: list[list[int]] = [[] for _ in ids]
     alive = list(range(len(ids)))  # original index of each row still generating
     with torch.inference_mode():
-        keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-        res = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **keep_last)
-        cache, last = res.cache, positions[:, -1]
+        logits, cache = _prefill(model, input_ids, mask, positions, prefill_tokens)
+        last = positions[:, -1]
         for step in range(max_new_tokens):
-            nxt = res.logits[:, -1, :].argmax(-1)
+            nxt = logits.argmax(-1)
             keep = []
             for row, i in enumerate(alive):
                 token = int(nxt[row])
@@ -153,8 +205,8 @@ def generate_shrinking(model: Any, tokenizer: Any, prompts: list[list[dict[str, 
             last = last + 1
             res = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=last[:, None], cache=cache,
                         use_cache=True)
-            cache = res.cache
-    return [tokenizer.decode(o, skip_special_tokens=True).strip() for o in out]
+            logits, cache = res.logits[:, -1, :], res.cache
+    return out
 
 
 def answer_nll(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], answers: list[str],

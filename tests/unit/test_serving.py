@@ -171,13 +171,27 @@ def test_batcher_generates_concurrent_questions_together_with_the_answers_of_ser
 
 
 @pytest.mark.slow
-def test_shedding_finished_rows_gives_the_answers_of_generate(base_model_dir):
-    from tasks.train.generate import generate, generate_shrinking, load_systems
+def test_greedy_answers_are_those_of_model_generate(base_model_dir):
+    """The own greedy loop (prefill a few rows at a time, finished rows leaving the batch) gives the tokens of
+    transformers' `generate` on the same batch, whatever the prefill chunk and batch size."""
+    from tasks.train.generate import (
+        _greedy_batch,
+        _hf_generate_batch,
+        generate,
+        generate_shrinking,
+        load_systems,
+        prompt_ids,
+    )
 
     model, tok = load_systems(base_model_dir, {})
     questions = ["Reply with one word: yes.", "Count from one to twenty in words.", "What is 2+2? Answer with a digit.",
                  "Write a long sentence about the sea.", "Say OK.", "List five colours separated by commas."]
     prompts = [[{"role": "user", "content": q}] for q in questions]
+    ids = [prompt_ids(tok, p) for p in prompts]
+    expected = _hf_generate_batch(model, tok, ids, 24)
+    assert any(len(x) < 24 for x in expected) and any(len(x) == 24 for x in expected)  # rows end at different steps
+    for prefill_tokens in (1, 60, 4096):  # one row per pass, a few rows, the whole batch
+        assert _greedy_batch(model, tok, ids, 24, prefill_tokens) == expected
     for n in (1, 3, 6):
         assert generate_shrinking(model, tok, prompts[:n], 24) == generate(model, tok, prompts[:n], 24, n)
 

@@ -210,7 +210,7 @@ def _greedy_batch(model: Any, tokenizer: Any, ids: list[list[int]], max_new_toke
 
 
 def answer_nll(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], answers: list[str],
-               batch_size: int = 16) -> list[tuple[float, int]]:
+               batch_size: int = 16, prefill_tokens: int = PREFILL_TOKENS) -> list[tuple[float, int]]:
     """(summed negative log-likelihood, token count) of each reference answer given its prompt, over the
     assistant turn's tokens exactly as training scores them (the completion after the prompt)."""
     import torch
@@ -238,17 +238,24 @@ def answer_nll(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], 
             labels[row, len(pairs[i][0]):] = -100
         target = labels[:, 1:]
         keep = target != -100
+        picked = torch.zeros(keep.shape, dtype=torch.float32, device=device)
+        rows = max(1, prefill_tokens // width)  # a few rows per pass, as the prefill does (`_prefill`)
         with torch.inference_mode():
-            if sliced:  # project only the positions that predict an answer token onto the vocabulary
-                at = torch.nn.functional.pad(keep, (0, 1), value=False)
-                logits = model(input_ids=input_ids, attention_mask=mask, logits_to_keep=at).logits.float()
-                # the same per-position values as below, put back in place so each row sums in the same order
-                picked = torch.zeros(keep.shape, dtype=logits.dtype, device=device)
-                picked[keep] = torch.log_softmax(logits, dim=-1).gather(-1, target[keep].unsqueeze(-1)).squeeze(-1)
-            else:
-                logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
-                logp = torch.log_softmax(logits[:, :-1], dim=-1)
-                picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep
+            for lo in range(0, len(batch), rows):
+                part, ids_, mask_, target_, keep_ = (slice(lo, lo + rows), input_ids[lo:lo + rows],
+                                                     mask[lo:lo + rows], target[lo:lo + rows], keep[lo:lo + rows])
+                if sliced:  # project only the positions that predict an answer token onto the vocabulary
+                    at = torch.nn.functional.pad(keep_, (0, 1), value=False)
+                    logits = model(input_ids=ids_, attention_mask=mask_, logits_to_keep=at).logits.float()
+                    # the same per-position values as below, put back in place so each row sums in the same order
+                    values = torch.zeros(keep_.shape, dtype=logits.dtype, device=device)
+                    values[keep_] = torch.log_softmax(logits, dim=-1).gather(-1, target_[keep_].unsqueeze(-1)).squeeze(-1)
+                else:
+                    logits = model(input_ids=ids_, attention_mask=mask_).logits.float()
+                    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+                    values = logp.gather(-1, target_.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep_
+                picked[part] = values
+                del logits
         for row, i in enumerate(batch):
             out[i] = (float(-picked[row].sum()), int(keep[row].sum()))
     return out

@@ -266,6 +266,7 @@ def test_likelihood_projects_only_answer_tokens_and_equals_the_full_projection(b
     hook = model.lm_head.register_forward_hook(lambda mod, args, out: projected.append(args[0].shape[:-1].numel()))
     sliced = g.answer_nll(model, tok, prompts, answers, batch_size=3)
     hook.remove()
+    assert g.answer_nll(model, tok, prompts, answers, batch_size=3, prefill_tokens=1) == sliced  # a row per pass
     monkeypatch.setattr(g, "accepts_logits_to_keep", lambda m: False)
     full = g.answer_nll(model, tok, prompts, answers, batch_size=3)
     assert sliced == full  # the same floats, not close ones: evaluation results must not move

@@ -2,12 +2,21 @@
 hand-written PEFT loop on the same model, the same batches and the same LoRA config, in the same run.
 
 Target: ragtune tokens/s >= 0.90 x the hand loop; padding tokens per batch <= 10% (length grouping).
+
+`--workload rag` trains on what `ragtune train` feeds the model by default: each question with the passages the
+served index retrieves for it (the bench workspace ingests and indexes `--corpus`, default the bundled sample,
+when it serves no index). `--workload closed` is the question alone. The report gives the model FLOPs
+utilisation: FLOPs per trained token (the decoder's matmul weights N, from the model's config: 2N forward, 2N
+for the input gradients of the frozen weights backward, 2N more when activation checkpointing runs the forward
+again; the vocabulary projection left out, since ragtune computes it only for answer tokens) x tokens/s,
+divided by the dense matmul rate measured on the same device in the same run and precision.
 Tokens are non-padding tokens; the first step of each run is warm-up and not timed; evaluation and
 checkpoints are off while timing (they are not training). Both paths use the same gradient checkpointing
 setting (`--gradient-checkpointing`, default off for the comparison; ragtune turns it on for memory).
 
     python bench/train_throughput.py [--steps 8] [--reps 2] [--batch-size 8] [--quantization auto|4bit|none]
         [--precision auto|bf16|fp32] [--base-model NAME_OR_PATH] [--home DIR] [--skip-hand-loop] [--json]
+        [--workload closed|rag] [--corpus DIR] [--padding-free] [--gradient-checkpointing]
 
 On CUDA each timed step ends with a device synchronisation, and the peak GPU memory is measured per path (the
 allocator's peak is reset after the previous path's objects are collected).
@@ -52,6 +61,63 @@ def cuda_peak_gib(device: str) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30
 
 
+def matmul_params(config) -> int:
+    """Weights of the decoder layers' linear maps (attention and MLP), from the config alone (a meta-device model:
+    no memory, and a 4-bit checkpoint counts as its full-precision shape)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    head = model.get_output_embeddings()
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
+
+
+def flops_per_token(n_params: int, checkpointing: bool) -> int:
+    """LoRA training: forward 2N, backward through the frozen weights 2N (input gradients only; the adapters'
+    own FLOPs are under 1% at rank 16), and with activation checkpointing the forward once more."""
+    return (6 if checkpointing else 4) * n_params
+
+
+def matmul_rate(device: str, dtype, size: int | None = None, reps: int = 5) -> float:
+    """Dense matmul FLOP/s on this device in `dtype`: the best of `reps` square products (the ceiling MFU is
+    measured against)."""
+    import torch
+
+    size = size or (8192 if device == "cuda" else 1024)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    c = torch.empty_like(a)
+    best = float("inf")
+    for _ in range(reps + 1):  # the first is warm-up
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        torch.mm(a, b, out=c)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * size ** 3 / best
+
+
+def ensure_index(home: Path, corpus: str | None, name: str = "docs") -> None:
+    """A served index in the bench workspace for the rag workload: ingest and index `corpus` (the bundled sample
+    by default) with the project's own commands, unless one is served already."""
+    import os
+    import subprocess
+
+    from tasks.core.workspace import Workspace
+    from tasks.index.served import served_collection
+
+    if served_collection(Workspace(home), name) is not None:
+        return
+    env = {**os.environ, "RAGTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    root = Path(__file__).resolve().parent.parent
+    for cmd in (["ingest", *(["--source", corpus] if corpus else [])], ["index"]):
+        subprocess.run([sys.executable, "-m", "flows.cli", *cmd, "--json"], cwd=root, env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=8)
@@ -59,6 +125,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--quantization", choices=["auto", "4bit", "none"], default="auto")
     ap.add_argument("--gradient-checkpointing", action="store_true")
+    ap.add_argument("--workload", choices=["closed", "rag"], default="closed", help="rag: prompts with retrieved "
+                    "passages, as `ragtune train` builds them (default: the question alone)")
+    ap.add_argument("--corpus", default=None, help="documents to index for --workload rag (default: the sample)")
+    ap.add_argument("--padding-free", action="store_true", help="train.padding_free: one row per batch, no padding")
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     ap.add_argument("--base-model", default=None, help="a hub id, local folder or packaged:NAME (default: the "
                     "project's default base model)")
@@ -95,11 +165,12 @@ def main() -> None:
     bf16 = str(dtype) == "torch.bfloat16"
     quantized = args.quantization == "4bit" or (args.quantization == "auto" and bitsandbytes_available())
     cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, gradient_checkpointing=args.gradient_checkpointing,
-                      data=SFTDataConfig(rag_context=False))
+                      padding_free=args.padding_free, data=SFTDataConfig(rag_context=args.workload == "rag"))
     base_name = args.base_model or PACKAGED_LLM
     out: dict = {"device": device, "quantized": quantized, "compute_dtype": str(dtype).removeprefix("torch."),
                  "batch_size": args.batch_size, "steps": args.steps, "base_model": base_name,
-                 "gradient_checkpointing": args.gradient_checkpointing}
+                 "gradient_checkpointing": args.gradient_checkpointing, "workload": args.workload,
+                 "padding_free": args.padding_free}
 
     def sync() -> None:
         if device == "cuda":  # kernels run asynchronously: a step has ended when the device has finished it
@@ -120,6 +191,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ragtune-bench-train-") as tmp:
         ws = Workspace(Path(args.home) if args.home else Path(tmp)).ensure()
         t_setup = time.perf_counter()
+        if args.workload == "rag":
+            ensure_index(ws.root, args.corpus, cfg.data.index_name)
         base = resolve_base_model(ws, base_name)
         tok = load_tokenizer(base)
         sft = build_sft_dataset(ws, cfg.data, tok, base_name, "bench")
@@ -148,9 +221,14 @@ def main() -> None:
         probe = make_trainer()
         batches, lengths = [], []
         for i, b in enumerate(probe.get_train_dataloader()):  # one epoch: the padding figure covers all of it
-            lengths.append(b["attention_mask"].sum(1).tolist())
+            if "attention_mask" in b:
+                lengths.append(b["attention_mask"].sum(1).tolist())
+            else:  # padding-free: one row, examples start where the positions restart
+                starts = (b["position_ids"][0] == 0).nonzero().flatten().tolist() + [b["input_ids"].shape[1]]
+                lengths.append([y - x for x, y in zip(starts, starts[1:], strict=False)])
             if i < args.steps:
-                batches.append({k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "labels")})
+                batches.append({k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "labels",
+                                                                    "position_ids")})
         out["padding_fraction"] = padding_fraction(lengths)
         out["padding_fraction_timed_batches"] = padding_fraction(lengths[: args.steps])
         all_lengths = [len(x) for x in probe.train_dataset["input_ids"]]
@@ -160,7 +238,7 @@ def main() -> None:
                         for i in range(0, len(order) - args.batch_size + 1, args.batch_size)]
         out["padding_fraction_random_order"] = padding_fraction(rand_batches)
         del probe
-        step_tokens = [int(b["attention_mask"].sum()) for b in batches]
+        step_tokens = [sum(x) for x in lengths[: len(batches)]]
         out["tokens_per_step"] = statistics.mean(step_tokens)
         out["train_examples"] = len(train_rows)
 
@@ -210,6 +288,14 @@ def main() -> None:
         out.update(hand_tokens_per_s=statistics.median(hand) if hand else None,
                    ragtune_tokens_per_s=statistics.median(ours), runs={"hand": hand, "ragtune": ours})
         out["ratio"] = out["ragtune_tokens_per_s"] / out["hand_tokens_per_s"] if hand else None
+        from transformers import AutoConfig
+
+        n = matmul_params(AutoConfig.from_pretrained(base))
+        rate = matmul_rate(device, dtype)
+        per_token = flops_per_token(n, args.gradient_checkpointing)
+        out.update(matmul_params=n, flops_per_token=per_token, matmul_tflops=rate / 1e12,
+                   mfu=out["ragtune_tokens_per_s"] * per_token / rate,
+                   mfu_hand=out["hand_tokens_per_s"] * per_token / rate if hand else None)
         if device == "cuda":  # the ragtune path's peak (model, adapter, optimizer state, activations), per path
             out["peak_gpu_memory_gib"] = max(peak_ours)
             out["peak_gpu_memory_gib_hand"] = max(peak_hand) if peak_hand else None
@@ -226,6 +312,9 @@ def main() -> None:
         print(f"ratio {out['ratio']:.3f} (target >= 0.90) {'PASS' if out['ratio'] >= 0.9 else 'MISS'}")
     if device == "cuda":
         print(f"peak GPU memory (ragtune path) {out['peak_gpu_memory_gib']:.2f} GiB")
+    print(f"MFU {out['mfu']:.2%}: {out['flops_per_token'] / 1e9:.2f} GFLOP per token ({out['matmul_params'] / 1e6:.1f}M "
+          f"matmul weights) x {out['ragtune_tokens_per_s']:.0f} tokens/s / {out['matmul_tflops']:.2f} TFLOP/s "
+          f"measured ({args.workload} workload, {out['tokens_per_step']:.0f} tokens per step)")
     print(f"padding per batch over an epoch: {out['padding_fraction']:.4f} with length grouping (target <= 0.10 "
           f"{'PASS' if out['padding_fraction'] <= 0.10 else 'MISS'}), {out['padding_fraction_random_order']:.4f} "
           "in random order")

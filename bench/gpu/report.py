@@ -54,7 +54,11 @@ def table_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
     if name.startswith("train_"):
         setting = (f"batch {r.get('batch_size')}, {r.get('steps')} steps, ~{_num(r.get('tokens_per_step'), '.0f')} "
                    f"tokens/step, grad. ckpt {'on' if r.get('gradient_checkpointing') else 'off'}")
+        if r.get("workload"):
+            setting += f", {r['workload']} workload" + (", padding-free" if r.get("padding_free") else "")
         note = f"ok; hand PEFT loop ratio {r['ratio']:.2f}" if r.get("ratio") else "ok"
+        if r.get("mfu") is not None:
+            note += f"; MFU {r['mfu']:.1%} of {r.get('matmul_tflops') or 0:.0f} TFLOP/s measured"
         return [[title, r.get("model"), setting, _num(r.get("tokens_per_s"), ",.0f"),
                  _gib(r.get("peak_gpu_memory_gib")), note]]
     if name == "generate_default":

@@ -52,6 +52,7 @@ def train_case(ctx: Context, base_model: str, label: str, quantization: str, tim
            "--reps", "1", "--batch-size", str(a.batch_size), "--quantization", quantization, "--precision", "bf16",
            "--home", str(ctx.work / "ws"), "--base-model", base_model]
     cmd += ["--gradient-checkpointing"] if a.gradient_checkpointing else []
+    cmd += ["--workload", getattr(a, "workload", "rag")] + (["--padding-free"] if getattr(a, "padding_free", False) else [])
     cmd += [] if hand_loop else ["--skip-hand-loop"]
     d = child_json(run_child(cmd, timeout_s, ctx.env), "train_throughput.py", timeout_s)
     if d.get("device") != "cuda":
@@ -65,7 +66,9 @@ def train_case(ctx: Context, base_model: str, label: str, quantization: str, tim
             "quantization": "nf4, double quant" if quantization == "4bit" else "none (bf16 weights)",
             "compute_dtype": d.get("compute_dtype"), "batch_size": d.get("batch_size"), "steps": d.get("steps"),
             "tokens_per_step": d.get("tokens_per_step"), "padding_fraction": d.get("padding_fraction"),
-            "gradient_checkpointing": d.get("gradient_checkpointing"), "setup_s": d.get("setup_s")}
+            "gradient_checkpointing": d.get("gradient_checkpointing"), "setup_s": d.get("setup_s"),
+            "workload": d.get("workload"), "padding_free": d.get("padding_free"), "mfu": d.get("mfu"),
+            "matmul_tflops": d.get("matmul_tflops"), "flops_per_token": d.get("flops_per_token")}
 
 
 def _largest(ctx: Context) -> dict[str, Any] | None:

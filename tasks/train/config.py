@@ -123,6 +123,9 @@ class TrainConfig(StageConfig):
                                          "stopping.")
     gradient_checkpointing: bool = Field(default=True, description="Recompute activations in backward (memory).")
     group_by_length: bool = Field(default=True, description="Batch examples of similar length (less padding).")
+    padding_free: bool = Field(default=False, description="Put each batch's examples end to end in one row, "
+                               "without padding; position ids restart at each example and keep them apart "
+                               "(the loss is the padded batch's, tested). Saves the padding's compute on a GPU.")
     seed: int = Field(default=42, description="Seed for adapters, data order and dropout.")
 
     @model_validator(mode="after")

@@ -98,7 +98,8 @@ def build_sft_args(cfg: TrainConfig, output_dir: Path, device: str, max_length: 
         weight_decay=cfg.weight_decay, seed=cfg.seed, data_seed=cfg.seed, logging_steps=1,
         eval_strategy="steps", eval_steps=cfg.eval_steps, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
-        max_length=max_length, completion_only_loss=True,
+        # padding-free rows are not cut to max_length by TRL: the SFT dataset holds no longer example (its suite)
+        max_length=None if cfg.padding_free else max_length, padding_free=cfg.padding_free, completion_only_loss=True,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         activation_checkpointing=cfg.gradient_checkpointing, bf16=bf16, use_cpu=device == "cpu",
         dataloader_num_workers=0, report_to="none", include_num_input_tokens_seen="non_padding",

@@ -129,3 +129,39 @@ def test_cpu_loss_equals_trls_fused_completion_loss(tmp_path, base_model_dir):
         ours = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=n)
         trls = SFTTrainer.compute_loss(trainer, trainer.model, dict(batch), num_items_in_batch=n)
     assert float(ours) == pytest.approx(float(trls), rel=1e-4)
+
+
+def test_padding_free_training_batches_score_like_padded_ones(tmp_path, base_model_dir):
+    """`train.padding_free`: TRL accepts the settings, a batch is one row without padding whose positions
+    restart at each example, and the first batch's loss is the padded batch's (LoRA starts as the identity)."""
+    import torch
+    from datasets import Dataset
+
+    from tasks.train.model import load_tokenizer
+    from tasks.train.train import (
+        build_lora_config,
+        build_sft_args,
+        load_base_model,
+        sft_trainer_class,
+        to_prompt_completion,
+    )
+
+    rows = [to_prompt_completion({"messages": [{"role": "user", "content": r["question"]},
+                                               {"role": "assistant", "content": r["answer"]}]}) for r in qa_lines()[:8]]
+    losses, shapes = {}, {}
+    for free in (False, True):
+        cfg = TrainConfig(max_steps=1, batch_size=4, eval_steps=1, save_steps=1, padding_free=free)
+        args = build_sft_args(cfg, tmp_path / f"ckpt{free}", "cpu", 128, bf16=False)
+        args.eval_strategy, args.load_best_model_at_end, args.eval_on_start = "no", False, False
+        trainer = sft_trainer_class()(model=load_base_model(base_model_dir, "cpu", False, torch.float32), args=args,
+                                      train_dataset=Dataset.from_list(rows),
+                                      processing_class=load_tokenizer(base_model_dir), peft_config=build_lora_config())
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        shapes[free] = tuple(batch["input_ids"].shape)
+        if free:
+            assert "attention_mask" not in batch and int((batch["position_ids"] == 0).sum()) == 4
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        with torch.no_grad():
+            losses[free] = float(trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=n))
+    assert shapes[True][0] == 1 and shapes[True][1] <= shapes[False][0] * shapes[False][1]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)

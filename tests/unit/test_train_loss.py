@@ -78,3 +78,39 @@ def test_sum_over_items_off_gives_the_mean():
     mean = completion_loss(model, inputs, torch.tensor(99), sum_over_items=False)
     assert torch.equal(mean, model(**inputs, use_cache=False).loss)
     assert accepts_logits_to_keep(model)
+
+
+@pytest.mark.parametrize("sum_items", [False, True])
+def test_padding_free_batches_give_the_loss_and_gradients_of_padded_ones(sum_items):
+    """`train.padding_free`: TRL's collator puts a batch's examples end to end in one row with position ids that
+    restart at each example; the model must then attend within each example only (transformers derives the block
+    mask from the position ids), so the loss and the gradients are those of the padded batch up to rounding."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    padded_batch = batch()
+    examples = []
+    for row in range(padded_batch["input_ids"].shape[0]):
+        n = int(padded_batch["attention_mask"][row].sum())
+        examples.append({"input_ids": padded_batch["input_ids"][row, :n].tolist(),
+                         "labels": padded_batch["labels"][row, :n].tolist()})
+    results = {}
+    for free in (False, True):
+        inputs = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=free)(examples)
+        assert ("position_ids" in inputs) == free and ("attention_mask" in inputs) != free
+        if free:
+            assert inputs["input_ids"].shape[0] == 1
+            assert inputs["input_ids"].shape[1] == int(padded_batch["attention_mask"].sum())  # no padding at all
+        model = tiny_llama()
+        items = int((inputs["labels"] != IGNORE).sum()) if sum_items else None
+        loss = completion_loss(model, inputs, None if items is None else torch.tensor(items))
+        loss.backward()
+        results[free] = (loss.detach(), grads(model))
+    (ref, ref_grads), (got, got_grads) = results[False], results[True]
+    assert torch.allclose(got, ref, rtol=1e-5, atol=1e-6), (got.item(), ref.item())
+    for name, g in ref_grads.items():
+        assert torch.allclose(got_grads[name], g, rtol=1e-4, atol=1e-6), name
+    # without the restarting positions the examples would see each other: the test can tell
+    model = tiny_llama()
+    flat = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(examples)
+    leaked = completion_loss(model, {"input_ids": flat["input_ids"], "labels": flat["labels"]})
+    assert not torch.allclose(leaked.detach(), ref, rtol=1e-4), "the mask made no difference"

@@ -315,6 +315,9 @@ def main() -> None:
     print(f"MFU {out['mfu']:.2%}: {out['flops_per_token'] / 1e9:.2f} GFLOP per token ({out['matmul_params'] / 1e6:.1f}M "
           f"matmul weights) x {out['ragtune_tokens_per_s']:.0f} tokens/s / {out['matmul_tflops']:.2f} TFLOP/s "
           f"measured ({args.workload} workload, {out['tokens_per_step']:.0f} tokens per step)")
+    if args.padding_free:
+        print(f"padding: none (padding-free rows); padded, these batches would carry {out['padding_fraction']:.4f}")
+        return
     print(f"padding per batch over an epoch: {out['padding_fraction']:.4f} with length grouping (target <= 0.10 "
           f"{'PASS' if out['padding_fraction'] <= 0.10 else 'MISS'}), {out['padding_fraction_random_order']:.4f} "
           "in random order")

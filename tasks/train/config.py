@@ -115,6 +115,14 @@ class TrainConfig(StageConfig):
     max_steps: int = Field(default=40, ge=1, description="Optimizer steps.")
     batch_size: int = Field(default=8, ge=1, description="Examples per device per step.")
     gradient_accumulation_steps: int = Field(default=1, ge=1, description="Steps accumulated per update.")
+    tokens_per_step: int | None = Field(default=None, ge=16, description="Size each optimizer step in tokens "
+                                        "instead of examples: examples of similar length fill micro-batches of up "
+                                        "to `micro_batch_tokens` tokens each (rows x longest row, or the sum when "
+                                        "padding_free), and each step accumulates ceil(tokens_per_step / "
+                                        "micro_batch_tokens) of them. Empty: `batch_size` examples per micro-batch.")
+    micro_batch_tokens: int | None = Field(default=None, ge=16, description="Tokens per forward and backward pass, "
+                                           "at most (the memory bound; an example longer than this is a batch of "
+                                           "its own); empty: tokens_per_step, one pass per step.")
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1, description="Share of steps spent warming up.")
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
     eval_steps: int = Field(default=10, ge=1, description="Evaluate on the validation split every N steps.")
@@ -132,7 +140,24 @@ class TrainConfig(StageConfig):
     def _save_multiple_of_eval(self) -> TrainConfig:
         if self.save_steps % self.eval_steps:
             raise ValueError("save_steps must be a multiple of eval_steps (the best checkpoint is kept by eval_loss)")
+        if self.micro_batch_tokens is not None and self.tokens_per_step is None:
+            raise ValueError("micro_batch_tokens needs tokens_per_step (the step it divides)")
+        if self.tokens_per_step is not None and self.gradient_accumulation_steps != 1:
+            raise ValueError("gradient_accumulation_steps comes from tokens_per_step / micro_batch_tokens when "
+                             "tokens_per_step is set; leave it at 1")
+        if self.micro_batch_tokens and self.tokens_per_step and self.micro_batch_tokens > self.tokens_per_step:
+            raise ValueError("micro_batch_tokens cannot exceed tokens_per_step")
         return self
+
+    def micro_batch_budget(self) -> int | None:
+        """Tokens per forward pass when steps are sized in tokens; None when they are sized in examples."""
+        return self.micro_batch_tokens or self.tokens_per_step
+
+    def accumulation_steps(self) -> int:
+        """Micro-batches accumulated per optimizer step."""
+        if self.tokens_per_step is None:
+            return self.gradient_accumulation_steps
+        return -(-self.tokens_per_step // (self.micro_batch_tokens or self.tokens_per_step))
 
 
 class RetrainPolicy(StageConfig):

@@ -93,7 +93,10 @@ def build_sft_args(cfg: TrainConfig, output_dir: Path, device: str, max_length: 
 
     return SFTConfig(
         output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        # with steps sized in tokens the train batches come from `token_budget_batches`; evaluation takes as many
+        # rows of the longest example as a micro-batch holds
+        per_device_eval_batch_size=max(cfg.batch_size, (cfg.micro_batch_budget() or 0) // max_length),
+        gradient_accumulation_steps=cfg.accumulation_steps(),
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay, seed=cfg.seed, data_seed=cfg.seed, logging_steps=1,
         eval_strategy="steps", eval_steps=cfg.eval_steps, save_strategy="steps", save_steps=cfg.save_steps,
@@ -136,6 +139,34 @@ def length_bucketed_order(lengths: list[int], batch_size: int, generator: Any, m
     return [i for b in [*batches, *tail] for i in b]
 
 
+def token_budget_batches(lengths: list[int], budget: int, generator: Any, padding_free: bool = False,
+                         ) -> list[list[int]]:
+    """Batches of at most `budget` tokens, counted as rows x longest row (the padded tensor), or as the sum of the
+    lengths when `padding_free`: examples sorted longest first (ties in random order), cut greedily, the batches
+    shuffled with the one holding the longest example first (an out-of-memory error shows on the first step).
+    The number of batches depends on the lengths alone, so every epoch has as many steps as the Trainer counted;
+    an example longer than the budget is a batch of its own."""
+    import torch
+
+    perm = torch.randperm(len(lengths), generator=generator).tolist()
+    order = sorted(perm, key=lambda i: -lengths[i])  # stable: equal lengths keep their random order
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = total = 0
+    for i in order:
+        n = lengths[i]
+        cost = total + n if padding_free else (len(current) + 1) * max(width, n)
+        if current and cost > budget:
+            batches.append(current)
+            current, width, total = [], 0, 0
+        current.append(i)
+        width, total = max(width, n), total + n
+    if current:
+        batches.append(current)
+    rest = batches[1:]
+    return batches[:1] + [rest[b] for b in torch.randperm(len(rest), generator=generator).tolist()]
+
+
 def sft_trainer_class() -> type:
     """TRL's SFTTrainer with length-bucketed batches (`length_bucketed_order`) and, on CPU, the model's own
     cross-entropy on TRL's completion-only labels, with the vocabulary projection on the labelled positions only
@@ -162,7 +193,43 @@ def sft_trainer_class() -> type:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             return iter(length_bucketed_order(self.lengths, self.batch_size, g))
 
+    class TokenBudget(torch.utils.data.Sampler):
+        """Batches of `token_budget_batches` as a batch sampler; each epoch's batches come from (seed, epoch)."""
+
+        def __init__(self, lengths: list[int], budget: int, seed: int, padding_free: bool) -> None:
+            self.lengths, self.budget, self.seed, self.padding_free, self.epoch = lengths, budget, seed, padding_free, 0
+            self.count = len(self._batches(0))
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def _batches(self, epoch: int) -> list[list[int]]:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            return token_budget_batches(self.lengths, self.budget, g, self.padding_free)
+
+        def __len__(self) -> int:
+            return self.count
+
+        def __iter__(self):
+            return iter(self._batches(self.epoch))
+
     class RagtuneSFTTrainer(SFTTrainer):
+        def __init__(self, *args, batch_tokens: int | None = None, **kwargs) -> None:
+            self.batch_tokens = batch_tokens  # tokens per micro-batch; None: the args' batch size in examples
+            super().__init__(*args, **kwargs)
+
+        def get_train_dataloader(self):
+            dataset = self.train_dataset
+            if self.batch_tokens is None or "input_ids" not in dataset.column_names:
+                return super().get_train_dataloader()
+            sampler = TokenBudget([len(x) for x in dataset["input_ids"]], self.batch_tokens,
+                                  self.args.data_seed or self.args.seed, bool(self.args.padding_free))
+            dataset = self._remove_unused_columns(dataset, description="Training")
+            loader = torch.utils.data.DataLoader(
+                dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+            return self.accelerator.prepare(loader)
+
         def _get_train_sampler(self, train_dataset=None):
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             if self.args.train_sampling_strategy != "group_by_length" or "input_ids" not in dataset.column_names:
@@ -317,7 +384,7 @@ def train(ws: Workspace, cfg: TrainConfig, report: StepReport | None = None) -> 
         train_dataset=Dataset.from_list(splits["train"]), eval_dataset=Dataset.from_list(splits["validation"]),
         processing_class=tokenizer,
         peft_config=build_lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, cfg.use_dora),
-        callbacks=_callbacks(cfg.max_steps, report, cfg.early_stopping_patience),
+        callbacks=_callbacks(cfg.max_steps, report, cfg.early_stopping_patience), batch_tokens=cfg.micro_batch_budget(),
     )
     from transformers import PrinterCallback
 

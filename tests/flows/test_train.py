@@ -98,8 +98,9 @@ def test_training_changes_only_the_adapter_and_lowers_validation_loss(tmp_path, 
     assert not again.trained and again.steps == res.steps  # a finished run is not trained again
 
 
-def one_step_trainer(out_dir: Path, base_model_dir: str, **over):
-    """A ragtune SFT trainer on 8 of the Q/A pairs, as `ragtune train` sets it up, without evaluation."""
+def one_step_trainer(out_dir: Path, base_model_dir: str, examples: int = 8, **over):
+    """A ragtune SFT trainer on the first `examples` Q/A pairs, as `ragtune train` sets it up, without
+    evaluation."""
     import torch
     from datasets import Dataset
 
@@ -113,13 +114,13 @@ def one_step_trainer(out_dir: Path, base_model_dir: str, **over):
     )
 
     rows = [to_prompt_completion({"messages": [{"role": "user", "content": r["question"]},
-                                               {"role": "assistant", "content": r["answer"]}]}) for r in qa_lines()[:8]]
-    cfg = TrainConfig(max_steps=1, batch_size=4, eval_steps=1, save_steps=1, **over)
+                                               {"role": "assistant", "content": r["answer"]}]}) for r in qa_lines()[:examples]]
+    cfg = TrainConfig(**{"max_steps": 1, "batch_size": 4, "eval_steps": 1, "save_steps": 1, **over})
     args = build_sft_args(cfg, out_dir, "cpu", 128, bf16=False)
     args.eval_strategy, args.load_best_model_at_end, args.eval_on_start = "no", False, False
     return sft_trainer_class()(model=load_base_model(base_model_dir, "cpu", False, torch.float32), args=args,
                                train_dataset=Dataset.from_list(rows), processing_class=load_tokenizer(base_model_dir),
-                               peft_config=build_lora_config())
+                               peft_config=build_lora_config(), batch_tokens=cfg.micro_batch_budget())
 
 
 def test_cpu_loss_equals_trls_fused_completion_loss(tmp_path, base_model_dir):
@@ -155,3 +156,39 @@ def test_padding_free_training_batches_score_like_padded_ones(tmp_path, base_mod
             losses[free] = float(trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=n))
     assert shapes[True][0] == 1 and shapes[True][1] <= shapes[False][0] * shapes[False][1]
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
+def test_steps_sized_in_tokens_accumulate_micro_batches_within_the_budget(tmp_path, base_model_dir):
+    """`train.tokens_per_step` / `micro_batch_tokens`: the real trainer runs each optimizer step as ceil(T / M)
+    forward passes of at most M tokens (rows x longest row), every example once per epoch, and counts as many
+    input tokens as the batches hold."""
+    trainer = one_step_trainer(tmp_path / "ckpt", base_model_dir, examples=60, max_steps=2, tokens_per_step=540,
+                               micro_batch_tokens=180)  # examples of 42-46 tokens: 3 or 4 rows
+    assert trainer.args.gradient_accumulation_steps == 3
+    loader = trainer.get_train_dataloader()
+    epoch = [b["input_ids"] for b in loader]
+    assert len(epoch) == len(loader) and sum(int(b.shape[0]) for b in epoch) == 60  # every example once
+    assert all(b.numel() <= 180 or b.shape[0] == 1 for b in epoch)
+    assert len({int(b.shape[0]) for b in epoch}) > 1  # rows per batch follow the lengths
+
+    def epoch_batches(dataloader, n: int) -> list:
+        dataloader.set_epoch(n)  # as the Trainer does, down to the batch sampler a resumed loader wraps
+        inner = getattr(dataloader.batch_sampler, "batch_sampler", None)
+        if hasattr(inner, "set_epoch"):
+            inner.set_epoch(n)
+        return [b["input_ids"].tolist() for b in dataloader]
+
+    second = epoch_batches(trainer.get_train_dataloader(), 1)
+    assert len(second) == len(epoch) and second != [b.tolist() for b in epoch]  # reshuffled, as many steps
+    resumed = epoch_batches(trainer.get_resumed_dataloader(trainer.get_train_dataloader(), 5), 1)
+    assert resumed == second[5:]  # a run resumed mid-epoch sees the batches the uninterrupted one would
+    shapes = []
+    hook = trainer.model.register_forward_pre_hook(
+        lambda _m, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        out = trainer.train()
+    finally:
+        hook.remove()
+    assert trainer.state.global_step == 2 and len(shapes) == 6  # 2 steps x 3 micro-batches
+    assert all(r * w <= 180 or r == 1 for r, w in shapes)
+    assert out.training_loss > 0 and trainer.state.num_input_tokens_seen > 0

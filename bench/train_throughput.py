@@ -12,11 +12,15 @@ again; the vocabulary projection left out, since ragtune computes it only for an
 divided by the dense matmul rate measured on the same device in the same run and precision.
 Tokens are non-padding tokens; the first step of each run is warm-up and not timed; evaluation and
 checkpoints are off while timing (they are not training). Both paths use the same gradient checkpointing
-setting (`--gradient-checkpointing`, default off for the comparison; ragtune turns it on for memory).
+setting (`--gradient-checkpointing [on|off|auto]`, default off for the comparison; `ragtune train` defaults to
+auto: on for CPU, on a GPU off when the activation estimate fits the free memory); the report gives the setting
+taken and the activation estimate. `--tokens-per-step T [--micro-batch-tokens M]` sizes steps in tokens as
+`train.tokens_per_step` does (ceil(T / M) micro-batches accumulated per step, in both paths).
 
     python bench/train_throughput.py [--steps 8] [--reps 2] [--batch-size 8] [--quantization auto|4bit|none]
         [--precision auto|bf16|fp32] [--base-model NAME_OR_PATH] [--home DIR] [--skip-hand-loop] [--json]
-        [--workload closed|rag] [--corpus DIR] [--padding-free] [--gradient-checkpointing]
+        [--workload closed|rag] [--corpus DIR] [--padding-free] [--gradient-checkpointing [on|off|auto]]
+        [--tokens-per-step T [--micro-batch-tokens M]] [--sft-dataset DIR]
 
 On CUDA each timed step ends with a device synchronisation, and the peak GPU memory is measured per path (the
 allocator's peak is reset after the previous path's objects are collected).
@@ -124,10 +128,20 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--quantization", choices=["auto", "4bit", "none"], default="auto")
-    ap.add_argument("--gradient-checkpointing", action="store_true")
+    ap.add_argument("--gradient-checkpointing", nargs="?", const="on", default="off", choices=["on", "off", "auto"],
+                    help="train.gradient_checkpointing (auto: by the activation estimate; the flag alone: on)")
+    ap.add_argument("--tokens-per-step", type=int, default=None, help="train.tokens_per_step: steps sized in tokens "
+                    "instead of --batch-size examples")
+    ap.add_argument("--micro-batch-tokens", type=int, default=None, help="train.micro_batch_tokens (with "
+                    "--tokens-per-step; the rest is gradient accumulation)")
     ap.add_argument("--workload", choices=["closed", "rag"], default="closed", help="rag: prompts with retrieved "
                     "passages, as `ragtune train` builds them (default: the question alone)")
     ap.add_argument("--corpus", default=None, help="documents to index for --workload rag (default: the sample)")
+    ap.add_argument("--qa", action="append", default=None, help="Q/A JSONL file(s) (default: the bundled sample's "
+                    "for the closed workload; for rag, what `ragtune train` would use for the corpus)")
+    ap.add_argument("--sft-dataset", default=None, help="train on this built SFT dataset (a datasets/sft/<version> "
+                    "folder, e.g. the demo's, with its retrieved passages) instead of building one: the rag "
+                    "workload where nothing can be embedded")
     ap.add_argument("--padding-free", action="store_true", help="train.padding_free: one row per batch, no padding")
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     ap.add_argument("--base-model", default=None, help="a hub id, local folder or packaged:NAME (default: the "
@@ -150,12 +164,15 @@ def main() -> None:
     from tasks.train.model import PACKAGED_LLM, load_tokenizer, resolve_base_model
     from tasks.train.sft import build_sft_dataset, load_split
     from tasks.train.train import (
+        activation_bytes,
         bitsandbytes_available,
         build_lora_config,
         build_sft_args,
         choose_device,
         compute_dtype,
+        largest_micro_batch,
         load_base_model,
+        resolve_checkpointing,
         sft_trainer_class,
         to_prompt_completion,
     )
@@ -164,13 +181,22 @@ def main() -> None:
     dtype = compute_dtype(device, args.precision)
     bf16 = str(dtype) == "torch.bfloat16"
     quantized = args.quantization == "4bit" or (args.quantization == "auto" and bitsandbytes_available())
-    cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, gradient_checkpointing=args.gradient_checkpointing,
-                      padding_free=args.padding_free, data=SFTDataConfig(rag_context=args.workload == "rag"))
+    from tasks.core.config import SAMPLE_DIR
+
+    # the closed workload has no corpus in the workspace, so no Q/A data of its own: the sample's questions
+    qa_paths = args.qa or ([str(SAMPLE_DIR / "qa.jsonl")] if args.workload == "closed" else [])
+    setting = {"on": True, "off": False, "auto": "auto"}[args.gradient_checkpointing]
+    cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, gradient_checkpointing=setting,
+                      padding_free=args.padding_free, tokens_per_step=args.tokens_per_step,
+                      micro_batch_tokens=args.micro_batch_tokens,
+                      data=SFTDataConfig(rag_context=args.workload == "rag", qa_paths=qa_paths))
+    accum = cfg.accumulation_steps()
     base_name = args.base_model or PACKAGED_LLM
     out: dict = {"device": device, "quantized": quantized, "compute_dtype": str(dtype).removeprefix("torch."),
                  "batch_size": args.batch_size, "steps": args.steps, "base_model": base_name,
                  "gradient_checkpointing": args.gradient_checkpointing, "workload": args.workload,
-                 "padding_free": args.padding_free}
+                 "padding_free": args.padding_free, "tokens_per_step_setting": args.tokens_per_step,
+                 "micro_batch_tokens": args.micro_batch_tokens, "accumulation_steps": accum}
 
     def sync() -> None:
         if device == "cuda":  # kernels run asynchronously: a step has ended when the device has finished it
@@ -191,17 +217,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ragtune-bench-train-") as tmp:
         ws = Workspace(Path(args.home) if args.home else Path(tmp)).ensure()
         t_setup = time.perf_counter()
-        if args.workload == "rag":
+        if args.workload == "rag" and not args.sft_dataset:
             ensure_index(ws.root, args.corpus, cfg.data.index_name)
         base = resolve_base_model(ws, base_name)
         tok = load_tokenizer(base)
-        sft = build_sft_dataset(ws, cfg.data, tok, base_name, "bench")
+        sft_path = args.sft_dataset or build_sft_dataset(ws, cfg.data, tok, base_name, "bench").path
+        out["sft_dataset"] = str(sft_path)
         out["base_model_path"] = base
         out["setup_s"] = round(time.perf_counter() - t_setup, 2)
-        train_rows = [to_prompt_completion(r) for r in load_split(sft.path, "train")]
+        raw_train = load_split(sft_path, "train")
+        train_rows = [to_prompt_completion(r) for r in raw_train]
+        from transformers import AutoConfig
+
+        model_config = AutoConfig.from_pretrained(base)
+        rows, width = largest_micro_batch(cfg, [int(r.get("n_tokens") or cfg.data.max_length) for r in raw_train])
+        free = 0
+        if device == "cuda":  # what `ragtune train` sees: the free memory with the model loaded
+            with torch.no_grad():
+                held = load_base_model(base, device, quantized, dtype)
+                free = torch.cuda.mem_get_info()[0]
+                del held
+                torch.cuda.empty_cache()
+        checkpointing, why = resolve_checkpointing(setting, device, model_config, rows, width, free)
+        out.update(gradient_checkpointing=checkpointing, gradient_checkpointing_why=why,
+                   activation_estimate_gib=activation_bytes(model_config, rows, width, checkpointing, device) / 2**30)
 
         def make_trainer(timer=None):
-            sft_args = build_sft_args(cfg, Path(tmp) / "ckpt", device, cfg.data.max_length, bf16)
+            sft_args = build_sft_args(cfg, Path(tmp) / "ckpt", device, cfg.data.max_length, bf16, checkpointing)
             sft_args.eval_strategy = "no"
             sft_args.save_strategy = "no"
             sft_args.load_best_model_at_end = False
@@ -210,7 +252,7 @@ def main() -> None:
             trainer = sft_trainer_class()(model=load_base_model(base, device, quantized, dtype), args=sft_args,
                                  train_dataset=Dataset.from_list(train_rows), processing_class=tok,
                                  peft_config=build_lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
-                                 callbacks=[timer] if timer else [])
+                                 callbacks=[timer] if timer else [], batch_tokens=cfg.micro_batch_budget())
             if quantized and device == "cpu":
                 for p in trainer.model.parameters():
                     if p.requires_grad:
@@ -226,11 +268,11 @@ def main() -> None:
             else:  # padding-free: one row, examples start where the positions restart
                 starts = (b["position_ids"][0] == 0).nonzero().flatten().tolist() + [b["input_ids"].shape[1]]
                 lengths.append([y - x for x, y in zip(starts, starts[1:], strict=False)])
-            if i < args.steps:
+            if i < args.steps * accum:
                 batches.append({k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "labels",
                                                                     "position_ids")})
         out["padding_fraction"] = padding_fraction(lengths)
-        out["padding_fraction_timed_batches"] = padding_fraction(lengths[: args.steps])
+        out["padding_fraction_timed_batches"] = padding_fraction(lengths[: args.steps * accum])
         all_lengths = [len(x) for x in probe.train_dataset["input_ids"]]
         g = torch.Generator().manual_seed(0)
         order = torch.randperm(len(all_lengths), generator=g).tolist()
@@ -238,7 +280,9 @@ def main() -> None:
                         for i in range(0, len(order) - args.batch_size + 1, args.batch_size)]
         out["padding_fraction_random_order"] = padding_fraction(rand_batches)
         del probe
-        step_tokens = [sum(x) for x in lengths[: len(batches)]]
+        micro_tokens = [sum(x) for x in lengths[: len(batches)]]
+        step_tokens = [sum(micro_tokens[i:i + accum]) for i in range(0, len(micro_tokens), accum)]
+        steps = [batches[i:i + accum] for i in range(0, len(batches), accum)]
         out["tokens_per_step"] = statistics.mean(step_tokens)
         out["train_examples"] = len(train_rows)
 
@@ -246,7 +290,7 @@ def main() -> None:
             model = load_base_model(base, device, quantized, dtype)
             set_seed(cfg.seed)
             model = get_peft_model(model, build_lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout))
-            if args.gradient_checkpointing:
+            if checkpointing:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
                 model.enable_input_require_grads()
             model.train()
@@ -256,12 +300,13 @@ def main() -> None:
             opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
             sched = get_cosine_schedule_with_warmup(opt, max(1, int(0.1 * args.steps)), args.steps)
             times = []
-            for b in batches:
-                b = {k: v.to(device) for k, v in b.items()}
+            for step in steps:
                 t = time.perf_counter()
-                with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-                    loss = model(**b).loss
-                loss.backward()
+                for b in step:
+                    b = {k: v.to(device) for k, v in b.items()}
+                    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+                        loss = model(**b).loss / len(step)
+                    loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
                 sched.step()
@@ -288,11 +333,9 @@ def main() -> None:
         out.update(hand_tokens_per_s=statistics.median(hand) if hand else None,
                    ragtune_tokens_per_s=statistics.median(ours), runs={"hand": hand, "ragtune": ours})
         out["ratio"] = out["ragtune_tokens_per_s"] / out["hand_tokens_per_s"] if hand else None
-        from transformers import AutoConfig
-
-        n = matmul_params(AutoConfig.from_pretrained(base))
+        n = matmul_params(model_config)
         rate = matmul_rate(device, dtype)
-        per_token = flops_per_token(n, args.gradient_checkpointing)
+        per_token = flops_per_token(n, checkpointing)
         out.update(matmul_params=n, flops_per_token=per_token, matmul_tflops=rate / 1e12,
                    mfu=out["ragtune_tokens_per_s"] * per_token / rate,
                    mfu_hand=out["hand_tokens_per_s"] * per_token / rate if hand else None)
@@ -303,8 +346,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(out))
         return
-    print(f"{device}, {out['compute_dtype']}, {'4-bit NF4' if quantized else 'no quantisation'}, batch {args.batch_size}, {args.steps} steps x "
-          f"{args.reps} alternating runs")
+    sizing = (f"steps of {args.tokens_per_step} tokens ({accum} x {cfg.micro_batch_budget()}-token micro-batches)"
+              if args.tokens_per_step else f"batch {args.batch_size}")
+    print(f"{device}, {out['compute_dtype']}, {'4-bit NF4' if quantized else 'no quantisation'}, {sizing}, {args.steps} "
+          f"steps x {args.reps} alternating runs")
     if hand:
         print(f"hand-written PEFT loop  {out['hand_tokens_per_s']:8.1f} tokens/s  {[round(x, 1) for x in hand]}")
     print(f"ragtune (SFTTrainer)    {out['ragtune_tokens_per_s']:8.1f} tokens/s  {[round(x, 1) for x in ours]}")
@@ -315,6 +360,8 @@ def main() -> None:
     print(f"MFU {out['mfu']:.2%}: {out['flops_per_token'] / 1e9:.2f} GFLOP per token ({out['matmul_params'] / 1e6:.1f}M "
           f"matmul weights) x {out['ragtune_tokens_per_s']:.0f} tokens/s / {out['matmul_tflops']:.2f} TFLOP/s "
           f"measured ({args.workload} workload, {out['tokens_per_step']:.0f} tokens per step)")
+    print(f"gradient checkpointing {'on' if checkpointing else 'off'} ({why}); activation estimate "
+          f"{out['activation_estimate_gib']:.2f} GiB for {rows} x {width} tokens")
     if args.padding_free:
         print(f"padding: none (padding-free rows); padded, these batches would carry {out['padding_fraction']:.4f}")
         return

@@ -11,6 +11,9 @@ the one command that runs `bench/gpu_check.py` there.
   once). The weights (98 MB) cannot travel: `make_models.py` builds random-initialised models of the same
   architectures on the worker, since throughput and memory do not depend on weight values (loss and answers do:
   do not report those).
+- `sft/`: the workspace's latest SFT dataset when it holds retrieved passages (the demo's): `gpu_check.py
+  --workload rag --sft-dataset .gpu/sft` trains on what `ragtune train` feeds the model without embedding
+  anything on the worker (the embedding model cannot travel).
 - `preflight.py`, `make_models.py`, `gpupatch.py` (copied from this folder): versions and a 4-bit layer on the
   GPU; the random-initialised models; a pytest plugin that resolves the packaged default model to the
   random-initialised one.
@@ -67,14 +70,19 @@ def pack_site(wheels: list[Path], keep_cuda: tuple[str, ...] = KEEP_CUDA) -> byt
     return buf.getvalue()
 
 
-def device_command(results: str = "RESULTS", budget_s: int = 470) -> str:
-    """The one command to run from the checkout's root on the CUDA machine (`.gpu` next to the code)."""
+SFT_FILES = ("train.jsonl", "validation.jsonl", "meta.json")
+
+
+def device_command(results: str = "RESULTS", budget_s: int = 470, rag: bool = False) -> str:
+    """The one command to run from the checkout's root on the CUDA machine (`.gpu` next to the code); `rag`: train
+    on the bundled SFT dataset with retrieved passages (`.gpu/sft`)."""
+    workload = "--workload rag --sft-dataset .gpu/sft " if rag else ""
     return ("export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD/.gpu PYTEST_ADDOPTS='-p gpupatch' "
             "GPU_BASE_135=/tmp/gc/ws/models/base/SmolLM2-135M-Instruct; "
             "mkdir -p /tmp/site && tar xJf .gpu/site.txz -C /tmp/site || exit 3; "
             "python3 .gpu/preflight.py && python3 .gpu/make_models.py .gpu/smol && "
             f"timeout {budget_s + 20} python3 bench/gpu_check.py --work-dir /tmp/gc --model-dir /tmp/models "
-            f"--budget-s {budget_s} --out {results}/gpu-check.json")
+            f"{workload}--budget-s {budget_s} --out {results}/gpu-check.json")
 
 
 def download(requirements: list[str], dest: Path, python_version: str) -> list[Path]:
@@ -98,6 +106,22 @@ def find_base_model(workspace: Path) -> Path:
     return d
 
 
+def find_rag_sft_dataset(workspace: Path) -> Path | None:
+    """The workspace's latest SFT dataset when it was built with retrieved passages (the demo's), else None."""
+    import json
+
+    base = workspace / "datasets" / "sft"
+    pointer = base / "latest"
+    if not pointer.is_file():
+        return None
+    d = base / pointer.read_text().strip()
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return d if meta.get("config", {}).get("rag_context") and (d / "train.jsonl").is_file() else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / ".gpu")
@@ -119,11 +143,19 @@ def main() -> None:
             shutil.copy(base / name, args.out / "smol" / name)
     for name in HELPERS:
         shutil.copy(HERE / name, args.out / name)
+    sft = find_rag_sft_dataset(args.workspace)
+    if sft is not None:  # the rag workload's examples, so the worker trains on them without embedding anything
+        (args.out / "sft").mkdir()
+        for name in SFT_FILES:
+            shutil.copy(sft / name, args.out / "sft" / name)
+    else:
+        print(f"no SFT dataset with retrieved passages under {args.workspace}: the worker measures the closed "
+              "workload (run `make demo` first for the rag one)")
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file()) / 2**20
     print(f"{args.out}: {len(wheels)} wheels, {size:.1f} MiB")
     if size > args.limit_mib:
         raise SystemExit(f"{size:.1f} MiB is over --limit-mib {args.limit_mib}: drop --extra requirements")
-    print("on the CUDA machine, from the checkout's root:\n  " + device_command())
+    print("on the CUDA machine, from the checkout's root:\n  " + device_command(rag=sft is not None))
 
 
 if __name__ == "__main__":

@@ -52,8 +52,12 @@ def table_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
         return [[title, r.get("largest") or "–", f"{r.get('candidates_found', 0)} candidate(s), "
                  f"{r.get('loadable', 0)} loadable", "–", "–", f"ok: {r.get('why', '')}"]]
     if name.startswith("train_"):
-        setting = (f"batch {r.get('batch_size')}, {r.get('steps')} steps, ~{_num(r.get('tokens_per_step'), '.0f')} "
+        sizing = (f"steps of {r['tokens_per_step_setting']} tokens ({r.get('accumulation_steps')} micro-batches)"
+                  if r.get("tokens_per_step_setting") else f"batch {r.get('batch_size')}")
+        setting = (f"{sizing}, {r.get('steps')} steps, ~{_num(r.get('tokens_per_step'), '.0f')} "
                    f"tokens/step, grad. ckpt {'on' if r.get('gradient_checkpointing') else 'off'}")
+        if r.get("activation_estimate_gib") is not None:
+            setting += f" (activations est. {r['activation_estimate_gib']:.1f} GiB)"
         if r.get("workload"):
             setting += f", {r['workload']} workload" + (", padding-free" if r.get("padding_free") else "")
         note = f"ok; hand PEFT loop ratio {r['ratio']:.2f}" if r.get("ratio") else "ok"

@@ -51,7 +51,10 @@ def train_case(ctx: Context, base_model: str, label: str, quantization: str, tim
     cmd = [sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--json", "--steps", str(a.max_steps),
            "--reps", "1", "--batch-size", str(a.batch_size), "--quantization", quantization, "--precision", "bf16",
            "--home", str(ctx.work / "ws"), "--base-model", base_model]
-    cmd += ["--gradient-checkpointing"] if a.gradient_checkpointing else []
+    cmd += ["--gradient-checkpointing", a.gradient_checkpointing]
+    cmd += ["--tokens-per-step", str(a.tokens_per_step)] if getattr(a, "tokens_per_step", None) else []
+    cmd += ["--sft-dataset", str(a.sft_dataset)] if getattr(a, "sft_dataset", None) else []
+    cmd += ["--micro-batch-tokens", str(a.micro_batch_tokens)] if getattr(a, "micro_batch_tokens", None) else []
     cmd += ["--workload", getattr(a, "workload", "closed")] + (["--padding-free"] if getattr(a, "padding_free", False) else [])
     cmd += [] if hand_loop else ["--skip-hand-loop"]
     d = child_json(run_child(cmd, timeout_s, ctx.env), "train_throughput.py", timeout_s)
@@ -67,6 +70,10 @@ def train_case(ctx: Context, base_model: str, label: str, quantization: str, tim
             "compute_dtype": d.get("compute_dtype"), "batch_size": d.get("batch_size"), "steps": d.get("steps"),
             "tokens_per_step": d.get("tokens_per_step"), "padding_fraction": d.get("padding_fraction"),
             "gradient_checkpointing": d.get("gradient_checkpointing"), "setup_s": d.get("setup_s"),
+            "gradient_checkpointing_why": d.get("gradient_checkpointing_why"),
+            "activation_estimate_gib": d.get("activation_estimate_gib"),
+            "accumulation_steps": d.get("accumulation_steps"), "micro_batch_tokens": d.get("micro_batch_tokens"),
+            "tokens_per_step_setting": d.get("tokens_per_step_setting"),
             "workload": d.get("workload"), "padding_free": d.get("padding_free"), "mfu": d.get("mfu"),
             "matmul_tflops": d.get("matmul_tflops"), "flops_per_token": d.get("flops_per_token")}
 

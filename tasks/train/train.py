@@ -86,10 +86,68 @@ def build_lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05,
                       use_dora=use_dora, task_type="CAUSAL_LM")
 
 
-def build_sft_args(cfg: TrainConfig, output_dir: Path, device: str, max_length: int, bf16: bool) -> Any:
+# Bytes kept for backward per token and decoder layer without checkpointing, per unit of hidden and of MLP width:
+# fitted to a LoRA (r 16, dropout 0.05, all linear layers) forward and backward of SmolLM2-135M in bf16 autocast on
+# CPU (1.46-1.93 MB per token over 30 layers at 1,024-4,096 tokens; PEFT keeps a float32 copy of each adapted
+# layer's input, so the adapters weigh more than the frozen layers' own activations).
+ACT_BYTES_PER_HIDDEN, ACT_BYTES_PER_MLP = 70, 10
+CHECKPOINT_HEADROOM = 0.8  # share of the free GPU memory the estimate may take (optimizer, logits, fragmentation)
+
+
+def activation_bytes(model_config: Any, rows: int, width: int, checkpointing: bool, device: str) -> int:
+    """Estimated activation memory of one micro-batch of `rows` x `width` tokens kept for the backward pass: per
+    token and layer, a linear term in the hidden and MLP widths (`ACT_BYTES_PER_HIDDEN`, `ACT_BYTES_PER_MLP`); on
+    CPU also the attention probabilities of the masked attention path (heads x width^2 per row, float32; CUDA's
+    memory-efficient kernels keep none). With checkpointing, each layer's input in bf16 plus one layer's full
+    activations while it is recomputed."""
+    c = model_config
+    h, mlp, layers = int(c.hidden_size), int(c.intermediate_size), int(c.num_hidden_layers)
+    tokens = rows * width
+    layer = tokens * (ACT_BYTES_PER_HIDDEN * h + ACT_BYTES_PER_MLP * mlp)
+    if device == "cpu":
+        layer += rows * int(c.num_attention_heads) * width * width * 4
+    if checkpointing:
+        return layers * tokens * h * 2 + layer
+    return layers * layer
+
+
+def resolve_checkpointing(setting: bool | str, device: str, model_config: Any, rows: int, width: int,
+                          free_bytes: int | None = None) -> tuple[bool, str]:
+    """(checkpointing on, why) for `train.gradient_checkpointing`: a bool is taken as set; `auto` keeps it on on
+    CPU and, on a GPU, turns it off when the largest micro-batch's activations without it fit in
+    `CHECKPOINT_HEADROOM` of the free memory."""
+    if not isinstance(setting, str):
+        return bool(setting), "set in the configuration"
+    if device != "cuda":
+        return True, "auto: on for CPU training (host memory)"
+    if free_bytes is None:
+        import torch
+
+        free_bytes = torch.cuda.mem_get_info()[0]
+    need = activation_bytes(model_config, rows, width, False, device)
+    gib = f"{need / 2**30:.1f} GiB of activations for {rows} x {width} tokens, {free_bytes / 2**30:.1f} GiB free"
+    if need <= CHECKPOINT_HEADROOM * free_bytes:
+        return False, f"auto: off ({gib})"
+    return True, f"auto: on ({gib})"
+
+
+def largest_micro_batch(cfg: TrainConfig, lengths: list[int]) -> tuple[int, int]:
+    """(rows, width) of the largest micro-batch training will see: the token budget's batch of the longest example
+    when steps are sized in tokens, else `batch_size` rows of it."""
+    width = max(lengths, default=cfg.data.max_length)
+    budget = cfg.micro_batch_budget()
+    return (max(1, budget // width) if budget else cfg.batch_size), width
+
+
+def build_sft_args(cfg: TrainConfig, output_dir: Path, device: str, max_length: int, bf16: bool,
+                   checkpointing: bool | None = None) -> Any:
     """SFTConfig: loss on the completion (the assistant answer) only, eval + checkpoints every N steps, the
-    best checkpoint by validation loss loaded at the end, cosine schedule with warmup, length grouping."""
+    best checkpoint by validation loss loaded at the end, cosine schedule with warmup, length grouping.
+    `checkpointing` is the resolved `gradient_checkpointing` (`resolve_checkpointing`); None: on unless set off."""
     from trl import SFTConfig
+
+    if checkpointing is None:
+        checkpointing = cfg.gradient_checkpointing is not False
 
     return SFTConfig(
         output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
@@ -104,7 +162,7 @@ def build_sft_args(cfg: TrainConfig, output_dir: Path, device: str, max_length: 
         # padding-free rows are not cut to max_length by TRL: the SFT dataset holds no longer example (its suite)
         max_length=None if cfg.padding_free else max_length, padding_free=cfg.padding_free, completion_only_loss=True,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        activation_checkpointing=cfg.gradient_checkpointing, bf16=bf16, use_cpu=device == "cpu",
+        activation_checkpointing=checkpointing, bf16=bf16, use_cpu=device == "cpu",
         dataloader_num_workers=0, report_to="none", include_num_input_tokens_seen="non_padding",
         disable_tqdm=True, save_only_model=False, eval_on_start=True,
         # only the validation loss is used: without this the evaluation loop keeps every batch's logits (examples
@@ -371,16 +429,20 @@ def train(ws: Workspace, cfg: TrainConfig, report: StepReport | None = None) -> 
                                              "config_fingerprint": _train_fingerprint(cfg),
                                              "dataset_version": dataset_version, "dataset_dir": dataset_dir,
                                              "index_version": index_version, "docs_dataset_version": docs_version})
-    splits = {s: [to_prompt_completion(r) for r in load_split(dataset_dir, s)] for s in ("train", "validation")}
+    raw = {s: load_split(dataset_dir, s) for s in ("train", "validation")}
+    splits = {s: [to_prompt_completion(r) for r in rows] for s, rows in raw.items()}
     if not splits["train"] or not splits["validation"]:
         raise TrainingError(f"SFT dataset {dataset_version} needs train and validation examples "
                             f"({len(splits['train'])} / {len(splits['validation'])})")
     dtype = compute_dtype(device, cfg.precision)
     bf16 = str(dtype) == "torch.bfloat16"
     model = load_base_model(base_path, device, quantized, dtype)
+    rows, width = largest_micro_batch(cfg, [int(r.get("n_tokens") or cfg.data.max_length) for r in raw["train"]])
+    checkpointing, why = resolve_checkpointing(cfg.gradient_checkpointing, device, model.config, rows, width)
+    log.info("gradient checkpointing %s: %s", "on" if checkpointing else "off", why)
     ckpt_dir = out / "checkpoints"
     trainer = sft_trainer_class()(
-        model=model, args=build_sft_args(cfg, ckpt_dir, device, cfg.data.max_length, bf16),
+        model=model, args=build_sft_args(cfg, ckpt_dir, device, cfg.data.max_length, bf16, checkpointing),
         train_dataset=Dataset.from_list(splits["train"]), eval_dataset=Dataset.from_list(splits["validation"]),
         processing_class=tokenizer,
         peft_config=build_lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, cfg.use_dora),
@@ -428,6 +490,7 @@ def train(ws: Workspace, cfg: TrainConfig, report: StepReport | None = None) -> 
         "metrics": metrics, "weights": weights, "history": history, "steps": state.global_step, "device": device,
         "quantized": quantized, "quantization": "nf4-double-quant" if quantized else "none",
         "compute_dtype": "bfloat16" if bf16 else "float32", "resumed_from": _step_of(resume),
+        "gradient_checkpointing": {"on": checkpointing, "why": why},
         "tokens_seen": tokens, "tokens_per_s": result.tokens_per_s, "finished_at": utc_now(), **provenance(),
     })
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the adapter and meta.json are the output

@@ -48,6 +48,24 @@ def test_the_pinned_requirements_and_the_device_command():
     assert {r.split("==")[0] for r in reqs} >= {"trl", "bitsandbytes", "transformers", "prefect", "datasets"}
     cmd = device_command()
     assert "tar xJf .gpu/site.txz" in cmd and "bench/gpu_check.py" in cmd and "-p gpupatch" in cmd
+    assert "--workload" not in cmd and "--workload rag --sft-dataset .gpu/sft" in device_command(rag=True)
+
+
+def test_the_rag_sft_dataset_is_the_latest_one_built_with_passages(tmp_path):
+    import json
+
+    from bench.gpu.bundle import find_rag_sft_dataset
+
+    assert find_rag_sft_dataset(tmp_path) is None  # no demo run: the closed workload
+    base = tmp_path / "datasets" / "sft"
+    for version, rag in (("v1", True), ("v2", False)):
+        (base / version).mkdir(parents=True)
+        (base / version / "train.jsonl").write_text("{}\n")
+        (base / version / "meta.json").write_text(json.dumps({"config": {"rag_context": rag}}))
+    (base / "latest").write_text("v1\n")
+    assert find_rag_sft_dataset(tmp_path) == base / "v1"
+    (base / "latest").write_text("v2\n")
+    assert find_rag_sft_dataset(tmp_path) is None  # closed-book examples are not the rag workload
 
 
 def test_the_large_random_model_has_smollm2_1_7b_parameters():

@@ -24,13 +24,16 @@ def test_defaults():
     a = g.parse_args([])
     assert a.out == Path("gpu-check.json") and a.markdown == Path("gpu-check.md")
     assert a.budget_s == 450 and a.steps == list(g.STEPS) and a.max_steps == 20 and a.batch_size == 8
-    assert a.gradient_checkpointing and a.model_dir == [] and a.work_dir is None
+    assert a.gradient_checkpointing == "auto" and a.model_dir == [] and a.work_dir is None
+    assert a.tokens_per_step is None and a.micro_batch_tokens is None
 
 
 def test_markdown_follows_out_unless_given(tmp_path):
     assert g.parse_args(["--out", str(tmp_path / "r.json")]).markdown == tmp_path / "r.md"
-    a = g.parse_args(["--out", "a.json", "--markdown", "b.md", "--no-gradient-checkpointing", "--budget-s", "90.5"])
-    assert a.markdown == Path("b.md") and not a.gradient_checkpointing and a.budget_s == 90.5
+    a = g.parse_args(["--out", "a.json", "--markdown", "b.md", "--gradient-checkpointing", "off", "--budget-s", "90.5",
+                      "--tokens-per-step", "16384", "--micro-batch-tokens", "8192"])
+    assert a.markdown == Path("b.md") and a.gradient_checkpointing == "off" and a.budget_s == 90.5
+    assert (a.tokens_per_step, a.micro_batch_tokens) == (16384, 8192)
 
 
 def test_steps_subset_runs_in_the_fixed_order_with_what_it_needs():
@@ -51,6 +54,9 @@ def test_steps_subset_runs_in_the_fixed_order_with_what_it_needs():
     (["--max-steps", "1"], "must be >= 2"),
     (["--batch-size", "0"], "must be >= 1"),
     (["--out", "x.json", "--markdown", "x.json"], "must be different files"),
+    (["--micro-batch-tokens", "512"], "needs --tokens-per-step"),
+    (["--tokens-per-step", "512", "--micro-batch-tokens", "1024"], "cannot exceed it"),
+    (["--gradient-checkpointing", "maybe"], "invalid choice"),
 ])
 def test_bad_arguments_are_argparse_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -39,6 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import tasks  # noqa: E402,F401  Hub kernels off before peft imports transformers and bitsandbytes (tasks/core/offline.py)
+
 
 def padding_fraction(batches: list[list[int]]) -> float:
     pads = sum(max(b) * len(b) - sum(b) for b in batches)

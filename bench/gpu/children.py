@@ -14,6 +14,7 @@ from typing import Any
 from bench.gpu import ROOT
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "USE_HUB_KERNELS": "0", "DISABLE_KERNEL_MAPPING": "1",  # as tasks/core/offline.py sets them
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GX_ANALYTICS_ENABLED": "false",
                "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
 

@@ -69,3 +69,28 @@ def test_importing_bitsandbytes_asks_the_network_for_nothing():
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out == {"tried": [], "kernels_hidden": True}, out
     assert "gemm_4bit_forward" not in res.stderr  # the fallback is silent
+
+
+def test_bench_scripts_turn_hub_kernels_off_before_importing_the_ml_libraries():
+    """A bench script runs as `python bench/x.py`: unless it imports `tasks` at module level, a function that
+    imports peft or transformers first loads `kernels` with Hub kernels on (the rotary-kernel crash on an offline
+    GPU worker, and a Hub request from bitsandbytes on CPU)."""
+    import ast
+
+    ml = {"peft", "transformers", "trl", "bitsandbytes", "datasets", "sentence_transformers"}
+
+    def imported(nodes) -> set[str]:
+        out = set()
+        for n in nodes:
+            if isinstance(n, ast.Import):
+                out |= {a.name.split(".")[0] for a in n.names}
+            elif isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
+                out.add(n.module.split(".")[0])
+        return out
+
+    late = []
+    for script in sorted((PROJECT_ROOT / "bench").glob("*.py")):
+        tree = ast.parse(script.read_text())
+        if imported(ast.walk(tree)) & ml and "tasks" not in imported(tree.body):
+            late.append(script.name)
+    assert late == []

@@ -70,9 +70,13 @@ def table_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
         for c in r.get("cases", []):
             system = "base model" if c["system"] == "base" else "with LoRA adapter (unmerged)"
             rows.append([f"{title}, {system}", STEP_MODEL[name],
-                         f"batch {c['batch_size']}, {c['prompts']} prompts, ≤{c['max_new_tokens']} new tokens",
+                         f"batch {c['batch_size']}, {c['prompts']} prompts, ≤{c['max_new_tokens']} new tokens"
+                         + (f", {c['cache']} cache" if c.get("cache", "dynamic") != "dynamic" else ""),
                          _num(c.get("tokens_per_s"), ",.0f"), _gib(c.get("peak_gpu_memory_gib")),
-                         "ok" + (f"; {c['empty_answers']} empty answers" if c.get("empty_answers") else "")])
+                         "ok" + (f"; {c['empty_answers']} empty answers" if c.get("empty_answers") else "")
+                         + (f"; warm-up {c['warmup_s']:.0f} s" if c.get("cache") == "static" else "")
+                         + (f"; {c['same_answers_as_dynamic']:.0%} answers as the dynamic loop's"
+                            if c.get("same_answers_as_dynamic") is not None else "")])
         if r.get("adapter_error"):
             rows.append([f"{title}, with LoRA adapter", "–", "–", "–", "–", f"error: {r['adapter_error']}"])
         return rows

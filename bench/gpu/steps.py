@@ -19,7 +19,7 @@ from bench.gpu.models import DEFAULT_LABEL, discover_models, model_label
 # conversion of the 135M default model ~10 s the first time, model loads, timed steps). Only used to decide what fits.
 # pytest_gpu: tests/flows/test_train_gpu.py, two 12-step trainings of the 135M model (QLoRA, bf16 LoRA) with model
 # loads, ~30-60 s each, after pytest's start and the fixture's conversion of the default model.
-ESTIMATE_S = {"models": 20, "train_default_qlora": 75, "train_default_lora": 50, "generate_default": 75,
+ESTIMATE_S = {"models": 20, "train_default_qlora": 75, "train_default_lora": 50, "generate_default": 150,
               "pytest_gpu": 120, "pytest_train": 150}
 LOAD_S_PER_BILLION, CONVERT_S_PER_BILLION = 25, 60  # two loads (probe, timed run); GGUF de-quantisation + write
 GEN_BATCH_SIZE, GEN_MAX_NEW_TOKENS = 16, 48  # EvalConfig's defaults (a unit test keeps them in step)
@@ -125,7 +125,9 @@ def run_models(ctx: Context) -> dict[str, Any]:
 
 def run_generation(ctx: Context, timeout_s: float) -> dict[str, Any]:
     """Greedy generation as evaluation runs it: base model, with an adapter, and the base at four times the batch."""
-    cases = [("base", GEN_BATCH_SIZE), ("adapter", GEN_BATCH_SIZE), ("base", 4 * GEN_BATCH_SIZE)]
+    # the last case: a static KV cache with the decoding step compiled (CUDA graphs), against the one before it
+    cases = [("base", GEN_BATCH_SIZE), ("adapter", GEN_BATCH_SIZE), ("base", 4 * GEN_BATCH_SIZE),
+             ("base", 4 * GEN_BATCH_SIZE, "static")]
     spec = {"job": "generate", "home": str(ctx.work / "ws"), "device": "cuda", "prompts": GEN_PROMPTS,
             "max_new_tokens": GEN_MAX_NEW_TOKENS, "cases": cases}
     return run_worker(ctx, spec, timeout_s, "generation")

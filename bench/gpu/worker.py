@@ -35,11 +35,13 @@ def make_untrained_adapter(base_path: str, out_dir: Path) -> Path:
 
 
 def measure_generation(base_path: str, device: str, prompts: list[list[dict[str, str]]],
-                       cases: list[tuple[str, int]], max_new_tokens: int, adapter_dir: str | None = None,
+                       cases: list[tuple], max_new_tokens: int, adapter_dir: str | None = None,
                        ) -> list[dict[str, Any]]:
-    """Greedy answers with `tasks.train.generate.generate` (evaluation's code) per (system, batch size) case: answer
-    tokens per second and, on CUDA, the peak memory. System `base` runs with the adapter disabled. The device is
-    an argument so that a CPU test reaches the same code."""
+    """Greedy answers with `tasks.train.generate.generate` (evaluation's code) per (system, batch size[, cache])
+    case: answer tokens per second and, on CUDA, the peak memory. System `base` runs with the adapter disabled.
+    A static-cache case is warmed up on a whole batch at full length (its compiled step depends on the cache
+    length), the warm-up's seconds reported, and its answers compared with the dynamic case of the same system
+    and batch size when one ran before it. The device is an argument so that a CPU test reaches the same code."""
     import torch
 
     from tasks.train.generate import BASE, generate, load_systems, use_system
@@ -52,19 +54,31 @@ def measure_generation(base_path: str, device: str, prompts: list[list[dict[str,
             torch.cuda.synchronize()
 
     out = []
-    for system, batch_size in cases:
+    dynamic_answers: dict[tuple[str, int], list[str]] = {}
+    for system, batch_size, *rest in cases:
+        cache = rest[0] if rest else "dynamic"
         with use_system(model, BASE if system == "base" else "adapter") as m:
-            generate(m, tok, prompts[:batch_size], max_new_tokens=2, batch_size=batch_size)  # warm-up, not timed
+            t = time.perf_counter()  # warm-up, not timed
+            generate(m, tok, prompts[:batch_size], max_new_tokens=max_new_tokens if cache == "static" else 2,
+                     batch_size=batch_size, cache=cache)
+            sync()
+            warmup_s = time.perf_counter() - t
             if cuda:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
             sync()
             t = time.perf_counter()
-            answers = generate(m, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+            answers = generate(m, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, cache=cache)
             sync()
             seconds = time.perf_counter() - t
         tokens = sum(len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers)
-        out.append({"system": system, "batch_size": batch_size, "prompts": len(prompts), "max_new_tokens": max_new_tokens,
+        same = dynamic_answers.get((system, batch_size))
+        if cache == "dynamic":
+            dynamic_answers[(system, batch_size)] = answers
+        out.append({"system": system, "batch_size": batch_size, "cache": cache, "warmup_s": round(warmup_s, 3),
+                    "same_answers_as_dynamic": (sum(a == b for a, b in zip(answers, same, strict=True)) / len(answers)
+                                                if same is not None and cache != "dynamic" else None),
+                    "prompts": len(prompts), "max_new_tokens": max_new_tokens,
                     "answer_tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": tokens / seconds,
                     "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
                     "empty_answers": sum(not a for a in answers), "sample_answer": answers[0][:120]})

@@ -62,6 +62,10 @@ class EvalConfig(StageConfig):
                                   "questions); its questions get prompts built the way serving builds them.")
     max_new_tokens: int = Field(default=48, ge=1, le=2048, description="Generation length limit (greedy decoding).")
     batch_size: int = Field(default=16, ge=1, description="Prompts per generation batch.")
+    generation_cache: Literal["dynamic", "static"] = Field(
+        default="dynamic", description="KV cache of greedy decoding: dynamic (ragtune's loop, finished answers "
+        "leave the batch); static (transformers' generate with fixed shapes, its decoding step compiled with CUDA "
+        "graphs on a GPU; the same tokens in float32, within bf16 rounding otherwise).")
     retrieval_k: int = Field(default=10, ge=1, le=100, description="Documents retrieved per question for the "
                              "retrieval metrics (the prompt takes the training run's context_k of them).")
     bootstrap_samples: int = Field(default=1000, ge=100, le=100_000, description="Paired bootstrap resamples.")
@@ -89,6 +93,10 @@ class CompareConfig(StageConfig):
     max_examples: int | None = Field(default=None, ge=1, description="Compare on the first N examples only.")
     max_new_tokens: int = Field(default=48, ge=1, le=2048, description="Generation length limit (greedy decoding).")
     batch_size: int = Field(default=16, ge=1, description="Prompts per generation batch.")
+    generation_cache: Literal["dynamic", "static"] = Field(
+        default="dynamic", description="KV cache of greedy decoding: dynamic (ragtune's loop, finished answers "
+        "leave the batch); static (transformers' generate with fixed shapes, its decoding step compiled with CUDA "
+        "graphs on a GPU; the same tokens in float32, within bf16 rounding otherwise).")
     rerank: RerankConfig = Field(default_factory=RerankConfig, description="When a model is set, the retrieval "
                                  "cells are also run with reranking; empty: the run's own reranking setting.")
     metric: Literal["token_f1", "exact_match", "rouge_l", "meteor", "bertscore"] = Field(

@@ -216,7 +216,7 @@ def _run_systems(ws: Workspace, base_path: str, adapters: dict[str, str], prompt
     """Answers and reference-answer likelihoods of the base model and of each adapter: those a system gave to
     the same prompts before come from the workspace (`tasks.evaluate.generations`), the rest from one model
     load, which is dropped before the metrics run."""
-    runner = SystemRunner(ws, base_path, adapters, cfg.batch_size, cfg.max_new_tokens)
+    runner = SystemRunner(ws, base_path, adapters, cfg.batch_size, cfg.max_new_tokens, cache=cfg.generation_cache)
     refs = [r["answer"] for r in rows]
     answers, nll = {}, {}
     for system in ("base", *adapters):

@@ -70,12 +70,13 @@ def _versions() -> dict[str, str | None]:
 
 
 def generation_key(base_path: str, adapter_dir: str | None, prompts: list[list[dict[str, str]]],
-                   references: list[str], max_new_tokens: int, batch_size: int, device: str, dtype: str) -> str:
+                   references: list[str], max_new_tokens: int, batch_size: int, device: str, dtype: str,
+                   cache: str = "dynamic") -> str:
     """What decides a system's answers and likelihoods. The batch size is in it: rows are padded to the longest
     of their batch, and padded batches of another size can round differently."""
     key = {"base": weights_digest(base_path), "adapter": weights_digest(adapter_dir), "prompts": prompts,
            "references": references, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "device": device,
-           "dtype": dtype, "versions": _versions(), "code": code_digest(*GENERATION_CODE)}
+           "dtype": dtype, "cache": cache, "versions": _versions(), "code": code_digest(*GENERATION_CODE)}
     return hashlib.sha256(json.dumps(key, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:24]
 
 
@@ -95,8 +96,8 @@ class SystemRunner:
     its key is there, else from the model, loaded once on first need with every adapter attached."""
 
     def __init__(self, ws: Workspace, base_path: str, adapters: dict[str, str], batch_size: int,
-                 max_new_tokens: int, device: str | None = None) -> None:
-        self.ws, self.base_path, self.adapters = ws, base_path, adapters
+                 max_new_tokens: int, device: str | None = None, cache: str = "dynamic") -> None:
+        self.ws, self.base_path, self.adapters, self.cache = ws, base_path, adapters, cache
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self.device = device or choose_device()
         self.dtype = str(compute_dtype(self.device)).removeprefix("torch.")
@@ -116,7 +117,7 @@ class SystemRunner:
         """`system` is BASE or an adapter name. Answers are generated and likelihoods computed only when the
         workspace holds no outputs for the same key; new outputs are written there."""
         key = generation_key(self.base_path, None if system == BASE else self.adapters[system], prompts, references,
-                             self.max_new_tokens, self.batch_size, self.device, self.dtype)
+                             self.max_new_tokens, self.batch_size, self.device, self.dtype, self.cache)
         found = load_generated(self.ws, key)
         if found is not None:
             log.info("%s: %d answers reused (generations/%s.json)", system, len(found.answers), key)
@@ -124,14 +125,15 @@ class SystemRunner:
         model, tokenizer = self._loaded()
         with use_system(model, system):
             t = time.perf_counter()
-            answers = generate(model, tokenizer, prompts, self.max_new_tokens, self.batch_size)
+            answers = generate(model, tokenizer, prompts, self.max_new_tokens, self.batch_size, cache=self.cache)
             seconds = time.perf_counter() - t
             nll = answer_nll(model, tokenizer, prompts, references, self.batch_size)
         out = Generated(answers, nll, seconds)
         atomic_write_json(generations_dir(self.ws) / f"{key}.json",
                           {"key": key, "system": system, "answers": answers, "nll": [list(x) for x in nll],
                            "generation_s": seconds, "max_new_tokens": self.max_new_tokens,
-                           "batch_size": self.batch_size, "device": self.device, "dtype": self.dtype})
+                           "batch_size": self.batch_size, "device": self.device, "dtype": self.dtype,
+                           "cache": self.cache})
         return out
 
     def prompt_tokens(self, prompts: list[list[dict[str, str]]]) -> list[int]:

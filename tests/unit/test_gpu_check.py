@@ -355,8 +355,10 @@ def test_main_records_every_step_in_order_and_writes_both_files(tmp_path, monkey
 @pytest.mark.slow
 def test_generation_measurement_runs_evaluations_code_on_the_cpu(tmp_path, base_model_dir):
     adapter = worker.make_untrained_adapter(base_model_dir, tmp_path / "adapter")
-    res = worker.measure_generation(base_model_dir, "cpu", worker.sample_prompts(2), [("base", 2), ("adapter", 1)], 3,
-                               str(adapter))
-    assert [(r["system"], r["batch_size"]) for r in res] == [("base", 2), ("adapter", 1)]
+    res = worker.measure_generation(base_model_dir, "cpu", worker.sample_prompts(2),
+                                    [("base", 2), ("adapter", 1), ("base", 2, "static")], 3, str(adapter))
+    assert [(r["system"], r["batch_size"], r["cache"]) for r in res] == [("base", 2, "dynamic"),
+                                                                        ("adapter", 1, "dynamic"), ("base", 2, "static")]
     assert all(r["tokens_per_s"] > 0 and r["answer_tokens"] > 0 and r["peak_gpu_memory_gib"] is None for r in res)
     assert res[0]["sample_answer"] == res[1]["sample_answer"]  # an adapter as initialised (B = 0) changes nothing
+    assert res[0]["same_answers_as_dynamic"] is None and 0 <= res[2]["same_answers_as_dynamic"] <= 1

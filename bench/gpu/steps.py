@@ -19,8 +19,8 @@ from bench.gpu.models import DEFAULT_LABEL, discover_models, model_label
 # conversion of the 135M default model ~10 s the first time, model loads, timed steps). Only used to decide what fits.
 # pytest_gpu: tests/flows/test_train_gpu.py, two 12-step trainings of the 135M model (QLoRA, bf16 LoRA) with model
 # loads, ~30-60 s each, after pytest's start and the fixture's conversion of the default model.
-ESTIMATE_S = {"models": 20, "train_default_qlora": 75, "train_default_lora": 50, "generate_default": 150,
-              "pytest_gpu": 120, "pytest_train": 150}
+ESTIMATE_S = {"models": 20, "train_default_qlora": 75, "train_default_lora": 50, "train_default_qlora_tokens": 75,
+              "generate_default": 150, "pytest_gpu": 120, "pytest_train": 150}
 LOAD_S_PER_BILLION, CONVERT_S_PER_BILLION = 25, 60  # two loads (probe, timed run); GGUF de-quantisation + write
 GEN_BATCH_SIZE, GEN_MAX_NEW_TOKENS = 16, 48  # EvalConfig's defaults (a unit test keeps them in step)
 GEN_PROMPTS = 128
@@ -45,16 +45,19 @@ def run_worker(ctx: Context, spec: dict[str, Any], timeout_s: float, what: str) 
 
 
 def train_case(ctx: Context, base_model: str, label: str, quantization: str, timeout_s: float,
-               hand_loop: bool) -> dict[str, Any]:
-    """One bench/train_throughput.py run (the `ragtune train` code path) on CUDA in bf16."""
+               hand_loop: bool, lever: bool = False) -> dict[str, Any]:
+    """One bench/train_throughput.py run (the `ragtune train` code path) on CUDA in bf16; `lever`: with steps of
+    --lever-tokens-per-step tokens instead of the run's sizing."""
     a = ctx.args
+    tokens_per_step = a.lever_tokens_per_step if lever else getattr(a, "tokens_per_step", None)
+    micro = getattr(a, "lever_micro_batch_tokens", None) if lever else getattr(a, "micro_batch_tokens", None)
     cmd = [sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--json", "--steps", str(a.max_steps),
            "--reps", "1", "--batch-size", str(a.batch_size), "--quantization", quantization, "--precision", "bf16",
            "--home", str(ctx.work / "ws"), "--base-model", base_model]
     cmd += ["--gradient-checkpointing", a.gradient_checkpointing]
-    cmd += ["--tokens-per-step", str(a.tokens_per_step)] if getattr(a, "tokens_per_step", None) else []
+    cmd += ["--tokens-per-step", str(tokens_per_step)] if tokens_per_step else []
     cmd += ["--sft-dataset", str(a.sft_dataset)] if getattr(a, "sft_dataset", None) else []
-    cmd += ["--micro-batch-tokens", str(a.micro_batch_tokens)] if getattr(a, "micro_batch_tokens", None) else []
+    cmd += ["--micro-batch-tokens", str(micro)] if micro else []
     cmd += ["--workload", getattr(a, "workload", "closed")] + (["--padding-free"] if getattr(a, "padding_free", False) else [])
     cmd += [] if hand_loop else ["--skip-hand-loop"]
     d = child_json(run_child(cmd, timeout_s, ctx.env), "train_throughput.py", timeout_s)
@@ -92,7 +95,7 @@ def largest_estimate(ctx: Context) -> float:
     return ESTIMATE_S["train_default_lora"] + LOAD_S_PER_BILLION * billions + convert
 
 
-def largest_case(ctx: Context, quantization: str, timeout_s: float) -> dict[str, Any]:
+def largest_case(ctx: Context, quantization: str, timeout_s: float, lever: bool = False) -> dict[str, Any]:
     """A training case on the largest causal LM found offline, skipped with the reason where it cannot run."""
     c = _largest(ctx)
     if c is None:
@@ -112,7 +115,7 @@ def largest_case(ctx: Context, quantization: str, timeout_s: float) -> dict[str,
             ctx.largest_path = run_worker(ctx, spec, timeout_s, "GGUF conversion")["path"]
         else:
             ctx.largest_path = c["path"]
-    return train_case(ctx, ctx.largest_path, model_label(c), quantization, deadline - time.monotonic(), False)
+    return train_case(ctx, ctx.largest_path, model_label(c), quantization, deadline - time.monotonic(), False, lever)
 
 
 def run_models(ctx: Context) -> dict[str, Any]:
@@ -157,6 +160,9 @@ def build_steps(ctx: Context, names: list[str]) -> list[Step]:
                                     lambda t: train_case(ctx, default, DEFAULT_LABEL, "4bit", t, True)),
         "train_default_lora": Step("train_default_lora", lambda: ESTIMATE_S["train_default_lora"],
                                    lambda t: train_case(ctx, default, DEFAULT_LABEL, "none", t, True)),
+        "train_default_qlora_tokens": Step("train_default_qlora_tokens",
+                                           lambda: ESTIMATE_S["train_default_qlora_tokens"],
+                                           lambda t: train_case(ctx, default, DEFAULT_LABEL, "4bit", t, False, True)),
         "generate_default": Step("generate_default", lambda: ESTIMATE_S["generate_default"],
                                  lambda t: run_generation(ctx, t)),
         "pytest_gpu": Step("pytest_gpu", lambda: ESTIMATE_S["pytest_gpu"], lambda t: run_pytest(ctx, ["-m", "gpu"], t)),
@@ -164,6 +170,8 @@ def build_steps(ctx: Context, names: list[str]) -> list[Step]:
                                     lambda t: largest_case(ctx, "4bit", t)),
         "train_largest_lora": Step("train_largest_lora", lambda: largest_estimate(ctx),
                                    lambda t: largest_case(ctx, "none", t)),
+        "train_largest_lora_tokens": Step("train_largest_lora_tokens", lambda: largest_estimate(ctx),
+                                          lambda t: largest_case(ctx, "none", t, True)),
         "pytest_train": Step("pytest_train", lambda: ESTIMATE_S["pytest_train"],
                              lambda t: run_pytest(ctx, ["tests/flows/test_train.py"], t)),
     }

@@ -26,6 +26,7 @@ def test_defaults():
     assert a.budget_s == 450 and a.steps == list(g.STEPS) and a.max_steps == 20 and a.batch_size == 8
     assert a.gradient_checkpointing == "auto" and a.model_dir == [] and a.work_dir is None
     assert a.tokens_per_step is None and a.micro_batch_tokens is None
+    assert a.lever_tokens_per_step == 16384 and a.lever_micro_batch_tokens is None
 
 
 def test_markdown_follows_out_unless_given(tmp_path):
@@ -42,6 +43,7 @@ def test_steps_subset_runs_in_the_fixed_order_with_what_it_needs():
     chosen, notes = g.select_steps(["train_largest_lora", "train_default_lora"])
     assert chosen == ["models", "train_default_lora", "train_largest_lora"]
     assert notes == ["added models (needed by train_largest_lora)"]
+    assert g.select_steps(["train_largest_lora_tokens"])[0] == ["models", "train_largest_lora_tokens"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -57,6 +59,7 @@ def test_steps_subset_runs_in_the_fixed_order_with_what_it_needs():
     (["--micro-batch-tokens", "512"], "needs --tokens-per-step"),
     (["--tokens-per-step", "512", "--micro-batch-tokens", "1024"], "cannot exceed it"),
     (["--gradient-checkpointing", "maybe"], "invalid choice"),
+    (["--lever-tokens-per-step", "1024", "--lever-micro-batch-tokens", "2048"], "cannot exceed"),
 ])
 def test_bad_arguments_are_argparse_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -139,6 +142,9 @@ def hand_built_result() -> dict:
                        "candidates_found": 2, "loadable": 1},
             "train_default_qlora": train,
             "train_default_lora": {**train, "tokens_per_s": 20000.0, "ratio": None, "peak_gpu_memory_gib": 1.5},
+            "train_default_qlora_tokens": {**train, "tokens_per_s": 123456.0, "ratio": None, "tokens_per_step": 15800.0,
+                                           "tokens_per_step_setting": 16384, "accumulation_steps": 1,
+                                           "gradient_checkpointing": False, "activation_estimate_gib": 2.04},
             "generate_default": {"status": "ok", "cases": [
                 {"system": "base", "batch_size": 16, "prompts": 128, "max_new_tokens": 48, "tokens_per_s": 2500.0,
                  "peak_gpu_memory_gib": 0.4, "empty_answers": 0},
@@ -175,7 +181,11 @@ def test_markdown_table_from_a_hand_built_result():
     assert "| Training, bf16 LoRA | largest offline causal LM | – | – | – | error: StepError" in md
     assert "2 passed, 1 failed; failed: tests/flows/test_train.py::test_training" in md
     assert "ok: largest of 1" in md and "2 candidate(s), 1 loadable" in md
-    assert len(table) == 2 + 9  # header, rule, one row per step and two for generation
+    lever = rows["Training, QLoRA, steps sized in tokens/SmolLM2-135M-Instruct (default)"]
+    assert "steps of 16384 tokens (1 micro-batches), 20 steps, ~15800 tokens/step, grad. ckpt off" in lever
+    assert "(activations est. 2.0 GiB)" in lever and "10.0x the tokens/s of the case above" in lever
+    assert "the case above" not in qlora
+    assert len(table) == 2 + 10  # header, rule, one row per step and two for generation
 
 
 def test_incomplete_results_say_so():
@@ -362,3 +372,24 @@ def test_generation_measurement_runs_evaluations_code_on_the_cpu(tmp_path, base_
     assert all(r["tokens_per_s"] > 0 and r["answer_tokens"] > 0 and r["peak_gpu_memory_gib"] is None for r in res)
     assert res[0]["sample_answer"] == res[1]["sample_answer"]  # an adapter as initialised (B = 0) changes nothing
     assert res[0]["same_answers_as_dynamic"] is None and 0 <= res[2]["same_answers_as_dynamic"] <= 1
+
+
+def test_training_cases_pass_the_sizing_and_the_lever_steps_their_own(monkeypatch, tmp_path):
+    seen = []
+
+    def fake_child(cmd, timeout_s, env):
+        seen.append(cmd)
+        out = {"device": "cuda", "quantized": True, "ragtune_tokens_per_s": 1000.0, "tokens_per_step_setting": None}
+        return children.ChildResult(0, json.dumps(out) + "\n", "", 1.0, False)
+
+    monkeypatch.setattr(steps, "run_child", fake_child)
+    args = g.parse_args(["--workload", "rag", "--sft-dataset", "data/sft", "--lever-tokens-per-step", "8192",
+                         "--lever-micro-batch-tokens", "4096"])
+    ctx = steps.Context(args, tmp_path, {}, 80.0)
+    steps.train_case(ctx, "base", "label", "4bit", 60, True)
+    steps.train_case(ctx, "base", "label", "4bit", 60, False, lever=True)
+    plain, lever = (" ".join(c) for c in seen)
+    for cmd in (plain, lever):
+        assert "--gradient-checkpointing auto" in cmd and "--workload rag" in cmd and "--sft-dataset data/sft" in cmd
+    assert "--tokens-per-step" not in plain and "--skip-hand-loop" not in plain
+    assert "--tokens-per-step 8192" in lever and "--micro-batch-tokens 4096" in lever and "--skip-hand-loop" in lever

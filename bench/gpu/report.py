@@ -71,7 +71,8 @@ def table_rows(name: str, r: dict[str, Any], baseline: dict[str, Any] | None = N
         if r.get("mfu") is not None:
             note += f"; MFU {r['mfu']:.1%} of {r.get('matmul_tflops') or 0:.0f} TFLOP/s measured"
         if baseline and baseline.get("status") == "ok" and baseline.get("tokens_per_s") and r.get("tokens_per_s"):
-            note += f"; {r['tokens_per_s'] / baseline['tokens_per_s']:.1f}x the tokens/s of the case above"
+            note += (f"; {r['tokens_per_s'] / baseline['tokens_per_s']:.1f}x the tokens/s of the same case at batch "
+                     f"{baseline.get('batch_size')}")
         return [[title, r.get("model"), setting, _num(r.get("tokens_per_s"), ",.0f"),
                  _gib(r.get("peak_gpu_memory_gib")), note]]
     if name == "generate_default":

@@ -20,7 +20,7 @@ from bench.gpu.models import DEFAULT_LABEL, discover_models, model_label
 # pytest_gpu: tests/flows/test_train_gpu.py, two 12-step trainings of the 135M model (QLoRA, bf16 LoRA) with model
 # loads, ~30-60 s each, after pytest's start and the fixture's conversion of the default model.
 ESTIMATE_S = {"models": 20, "train_default_qlora": 75, "train_default_lora": 50, "train_default_qlora_tokens": 75,
-              "generate_default": 150, "pytest_gpu": 120, "pytest_train": 150}
+              "generate_default": 120, "pytest_gpu": 120, "pytest_train": 150}
 LOAD_S_PER_BILLION, CONVERT_S_PER_BILLION = 25, 60  # two loads (probe, timed run); GGUF de-quantisation + write
 GEN_BATCH_SIZE, GEN_MAX_NEW_TOKENS = 16, 48  # EvalConfig's defaults (a unit test keeps them in step)
 GEN_PROMPTS = 128

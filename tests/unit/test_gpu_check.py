@@ -183,8 +183,8 @@ def test_markdown_table_from_a_hand_built_result():
     assert "ok: largest of 1" in md and "2 candidate(s), 1 loadable" in md
     lever = rows["Training, QLoRA, steps sized in tokens/SmolLM2-135M-Instruct (default)"]
     assert "steps of 16384 tokens (1 micro-batches), 20 steps, ~15800 tokens/step, grad. ckpt off" in lever
-    assert "(activations est. 2.0 GiB)" in lever and "10.0x the tokens/s of the case above" in lever
-    assert "the case above" not in qlora
+    assert "(activations est. 2.0 GiB)" in lever and "10.0x the tokens/s of the same case at batch 8" in lever
+    assert "the same case" not in qlora
     assert len(table) == 2 + 10  # header, rule, one row per step and two for generation
 
 
@@ -355,7 +355,7 @@ def test_main_records_every_step_in_order_and_writes_both_files(tmp_path, monkey
     assert result["steps"]["pytest_gpu"] == {"status": "error", "error": "boom", "estimate_s": 1,
                                              "seconds": result["steps"]["pytest_gpu"]["seconds"]}
     assert result["steps"]["models"] == {"status": "skipped", "reason": "not selected (--steps)"}
-    assert result["args"]["steps"] == ["train_default_lora", "pytest_gpu"]
+    assert result["args"]["steps"] == ["pytest_gpu", "train_default_lora"]  # the fixed order, not the given one
     md = (tmp_path / "res" / "r.md").read_text()
     assert md in capsys.readouterr().out and "Fake GPU" in md
     assert writes.count("r.json") == 4  # before the first step, after each of the two, at the end

@@ -233,25 +233,26 @@ def main() -> None:
 
         model_config = AutoConfig.from_pretrained(base)
         rows, width = largest_micro_batch(cfg, [int(r.get("n_tokens") or cfg.data.max_length) for r in raw_train])
-        free = 0
-        if device == "cuda":  # what `ragtune train` sees: the free memory with the model loaded
-            with torch.no_grad():
-                held = load_base_model(base, device, quantized, dtype)
-                free = torch.cuda.mem_get_info()[0]
-                del held
-                torch.cuda.empty_cache()
-        checkpointing, why = resolve_checkpointing(setting, device, model_config, rows, width, free)
-        out.update(gradient_checkpointing=checkpointing, gradient_checkpointing_why=why,
-                   activation_estimate_gib=activation_bytes(model_config, rows, width, checkpointing, device) / 2**30)
+        decision: dict = {}  # the checkpointing setting, resolved once with the probe's model on the device
+
+        def resolve(model) -> bool:
+            if not decision:  # what `ragtune train` sees: the free memory with the model loaded
+                free = torch.cuda.mem_get_info()[0] if device == "cuda" else 0
+                on, why = resolve_checkpointing(setting, device, model_config, rows, width, free)
+                decision.update(on=on, why=why)
+                out.update(gradient_checkpointing=on, gradient_checkpointing_why=why,
+                           activation_estimate_gib=activation_bytes(model_config, rows, width, on, device) / 2**30)
+            return decision["on"]
 
         def make_trainer(timer=None):
-            sft_args = build_sft_args(cfg, Path(tmp) / "ckpt", device, cfg.data.max_length, bf16, checkpointing)
+            model = load_base_model(base, device, quantized, dtype)
+            sft_args = build_sft_args(cfg, Path(tmp) / "ckpt", device, cfg.data.max_length, bf16, resolve(model))
             sft_args.eval_strategy = "no"
             sft_args.save_strategy = "no"
             sft_args.load_best_model_at_end = False
             sft_args.eval_on_start = False
             sft_args.logging_steps = 1000
-            trainer = sft_trainer_class()(model=load_base_model(base, device, quantized, dtype), args=sft_args,
+            trainer = sft_trainer_class()(model=model, args=sft_args,
                                  train_dataset=Dataset.from_list(train_rows), processing_class=tok,
                                  peft_config=build_lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
                                  callbacks=[timer] if timer else [], batch_tokens=cfg.micro_batch_budget())
@@ -282,6 +283,7 @@ def main() -> None:
                         for i in range(0, len(order) - args.batch_size + 1, args.batch_size)]
         out["padding_fraction_random_order"] = padding_fraction(rand_batches)
         del probe
+        checkpointing, why = decision["on"], decision["why"]
         micro_tokens = [sum(x) for x in lengths[: len(batches)]]
         step_tokens = [sum(micro_tokens[i:i + accum]) for i in range(0, len(micro_tokens), accum)]
         steps = [batches[i:i + accum] for i in range(0, len(batches), accum)]

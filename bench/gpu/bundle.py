@@ -36,6 +36,7 @@ import zipfile
 from pathlib import Path
 
 from bench.gpu import ROOT
+from tasks.core.offline import SWITCHES
 
 HERE = Path(__file__).resolve().parent
 HELPERS = ("preflight.py", "make_models.py", "gpupatch.py")
@@ -78,7 +79,7 @@ def device_command(results: str = "RESULTS", budget_s: int = 470, rag: bool = Fa
     on the bundled SFT dataset with retrieved passages (`.gpu/sft`)."""
     workload = "--workload rag --sft-dataset .gpu/sft " if rag else ""
     return ("export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD/.gpu PYTEST_ADDOPTS='-p gpupatch' "
-            "HF_HUB_OFFLINE=1 USE_HUB_KERNELS=0 DISABLE_KERNEL_MAPPING=1 "
+            f"HF_HUB_OFFLINE=1 {' '.join(f'{k}={v}' for k, v in SWITCHES.items())} "
             "GPU_BASE_135=/tmp/gc/ws/models/base/SmolLM2-135M-Instruct; "
             "mkdir -p /tmp/site && tar xJf .gpu/site.txz -C /tmp/site || exit 3; "
             "python3 .gpu/preflight.py && python3 .gpu/make_models.py .gpu/smol && "

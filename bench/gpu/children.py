@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.gpu import ROOT
+from tasks.core.offline import SWITCHES
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "USE_HUB_KERNELS": "0", "DISABLE_KERNEL_MAPPING": "1",  # as tasks/core/offline.py sets them
+               **SWITCHES,  # Hub kernels off, as tasks/core/offline.py sets them for ragtune's own processes
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GX_ANALYTICS_ENABLED": "false",
                "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
 
